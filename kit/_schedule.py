@@ -1,0 +1,284 @@
+"""Sans-IO: turn one attempt's :class:`~kit.scenarios.Plan` into timed write actions.
+
+The fault server executes the actions; keeping the timing and framing decisions here,
+away from sockets, makes them testable without a network and keeps the server's hot
+loop small. Times are seconds after the response headers were written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from .protocols import error_bytes, malformed_bytes, ping_bytes
+from .scenarios import (
+    Buffer,
+    Close,
+    ErrorEvent,
+    HttpStatus,
+    Malformed,
+    NoTerminator,
+    Plan,
+    Reset,
+    Stall,
+    TruncatedChunk,
+    WrongFormat,
+)
+
+__all__ = ["Action", "Response", "build_response"]
+
+Op = Literal["write", "end", "close", "reset", "truncate", "hang"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """At ``t`` seconds after the headers: write ``data`` (a body piece, unframed) or end.
+
+    ``end``: finish the body cleanly; ``close``: FIN mid-framing; ``reset``: RST;
+    ``truncate``: declare a chunk of ``len(data) * 2`` bytes, write ``data``, FIN;
+    ``hang``: stop writing forever (pings continue if ``ping`` is set).
+    """
+
+    t: float
+    op: Op
+    kind: str
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class Response:
+    """What the server sends for one attempt: status, headers, framing, timed actions."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    framing: str
+    actions: list[Action]
+    headers_delay: float
+    ping: bytes | None = None
+    ping_every: float | None = None
+    content_length: int | None = None
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    529: "Overloaded",
+}
+
+_CONTENT_TYPES = {
+    "anthropic": "text/event-stream; charset=utf-8",
+    "openai": "text/event-stream; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+    "raw": "application/octet-stream",
+}
+
+
+def error_json(protocol: str, status: int, error_type: str, message: str) -> bytes:
+    """The API's JSON error body for a status response."""
+    if protocol == "openai":
+        body = {"error": {"message": message, "type": error_type, "code": None}}
+    else:
+        body = {"type": "error", "error": {"type": error_type, "message": message}}
+    return json.dumps(body).encode()
+
+
+_DEFAULT_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def build_response(plan: Plan) -> Response:
+    """The complete response for ``plan``; see :class:`Action` for the operations."""
+    sc = plan.scenario
+    status_fault = plan.fault(HttpStatus)
+    if isinstance(status_fault, HttpStatus):
+        return _status_response(sc.protocol, status_fault, sc.headers_delay)
+
+    actions: list[Action] = []
+    units = plan.units
+    if plan.fault(NoTerminator) is not None:
+        units = [u for u in units if not u.terminator]
+
+    wrong = plan.fault(WrongFormat)
+    content_type = _CONTENT_TYPES[sc.protocol]
+    if isinstance(wrong, WrongFormat):
+        if wrong.what == "json":
+            content_type = "application/json"
+            body = json.dumps(
+                {
+                    "id": "msg_kit0001",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "A whole message, not a stream."}],
+                    "stop_reason": "end_turn",
+                }
+            ).encode()
+        else:
+            content_type = "application/octet-stream"
+            body = os.urandom(2048)
+        actions = [
+            Action(sc.first_byte_delay, "write", "wrong_format", body),
+            Action(sc.first_byte_delay, "end", "end"),
+        ]
+        return _finish(sc, actions, content_type, plan)
+
+    t = sc.first_byte_delay
+    stopped = False
+    for i in range(len(units) + 1):
+        for fault in plan.faults_at(i):
+            if isinstance(fault, Stall):
+                if fault.duration is None:
+                    actions.append(Action(t, "hang", "stall"))
+                    stopped = True
+                    break
+                actions.append(Action(t, "write", "stall_start"))  # zero bytes: a log marker
+                t += fault.duration
+            elif isinstance(fault, Close):
+                actions.append(Action(t, "end" if fault.clean else "close", "close"))
+                stopped = True
+                break
+            elif isinstance(fault, Reset):
+                actions.append(Action(t, "reset", "reset"))
+                stopped = True
+                break
+            elif isinstance(fault, ErrorEvent):
+                actions.append(Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message)))
+                actions.append(Action(t, "end", "end"))
+                stopped = True
+                break
+            elif isinstance(fault, Malformed):
+                actions.append(Action(t, "write", "malformed", malformed_bytes(sc.protocol, fault.what)))
+            elif isinstance(fault, TruncatedChunk):
+                nxt = units[i].payload if i < len(units) else b"partial chunk payload"
+                actions.append(Action(t, "truncate", "truncated_chunk", nxt[: max(1, len(nxt) // 2)]))
+                stopped = True
+                break
+        if stopped:
+            break
+        if i == len(units):
+            actions.append(Action(t, "end", "end"))
+            break
+        unit = units[i]
+        actions.append(Action(t, "write", unit.kind, unit.payload))
+        if i < len(units) - 1:
+            t += plan.gaps[i]
+    return _finish(sc, actions, content_type, plan)
+
+
+def _finish(sc, actions: list[Action], content_type: str, plan: Plan) -> Response:
+    ping = ping_bytes(sc.protocol) if sc.ping_every else None
+    if ping is not None:
+        actions = _with_pings(actions, ping, sc.ping_every)
+    buffer = plan.fault(Buffer)
+    if isinstance(buffer, Buffer):
+        actions = _buffered(actions, buffer.until_bytes)
+    headers = [("content-type", content_type), ("cache-control", "no-cache")]
+    declared: int | None = None
+    if sc.framing == "length":
+        declared = _declared_length(actions, plan)
+        headers.append(("content-length", str(declared)))
+    elif sc.framing == "chunked":
+        headers.append(("transfer-encoding", "chunked"))
+    if sc.framing == "close":
+        headers.append(("connection", "close"))
+    resp = Response(
+        status=200,
+        reason="OK",
+        headers=headers,
+        framing=sc.framing,
+        actions=actions,
+        headers_delay=sc.headers_delay,
+        ping=ping,
+        ping_every=sc.ping_every,
+        content_length=declared,
+    )
+    return resp
+
+
+def _declared_length(actions: list[Action], plan: Plan) -> int:
+    """Content-Length: the bytes up to a clean end, or the whole healthy body if cut."""
+    written = sum(len(a.data) for a in actions if a.op == "write")
+    if any(a.op == "end" for a in actions):
+        return written
+    healthy = sum(len(u.payload) for u in plan.units)
+    return max(healthy, written + 1)
+
+
+def _with_pings(actions: list[Action], ping: bytes, every: float) -> list[Action]:
+    """Insert pings wherever the body would otherwise be silent for ``every`` seconds."""
+    out: list[Action] = []
+    last = 0.0
+    for a in actions:
+        while a.t - last >= every:
+            last += every
+            out.append(Action(last, "write", "ping", ping))
+        out.append(a)
+        if a.op == "write" and a.data:
+            last = a.t
+    return out
+
+
+def _buffered(actions: list[Action], until: int | None) -> list[Action]:
+    """Hold writes until ``until`` bytes are pending (or the end), then release them at once."""
+    out: list[Action] = []
+    pending: list[bytes] = []
+    size = 0
+    for a in actions:
+        if a.op == "write":
+            if not a.data:
+                continue
+            pending.append(a.data)
+            size += len(a.data)
+            if until is not None and size >= until:
+                out.append(Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending)))
+                pending, size = [], 0
+            continue
+        if pending:
+            out.append(Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending)))
+            pending, size = [], 0
+        out.append(a)
+    return out
+
+
+def _status_response(protocol: str, fault: HttpStatus, headers_delay: float) -> Response:
+    error_type = fault.error_type or _DEFAULT_ERRORS.get(fault.status, "api_error")
+    message = fault.message or _REASONS.get(fault.status, "Error")
+    body = error_json(protocol, fault.status, error_type, message)
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    if fault.retry_after is not None:
+        ra = fault.retry_after
+        headers.append(("retry-after", str(int(ra)) if float(ra).is_integer() else str(ra)))
+    if fault.retry_after_ms is not None:
+        headers.append(("retry-after-ms", str(fault.retry_after_ms)))
+    headers.extend(fault.headers)
+    resp = Response(
+        status=fault.status,
+        reason=_REASONS.get(fault.status, "Error"),
+        headers=headers,
+        framing="length",
+        actions=[Action(0.0, "write", "error_body", body), Action(0.0, "end", "end")],
+        headers_delay=headers_delay,
+        content_length=len(body),
+    )
+    return resp

@@ -1,0 +1,489 @@
+"""The instrumented streaming client: one call in, one :class:`~kit.trace.Trace` out.
+
+It never raises for a network or server fault (the fault is the data); it raises only
+for misuse. Timing uses one ``asyncio.timeout`` per attempt whose deadline moves as the
+phase changes (connect -> send -> headers -> first chunk -> each chunk), so each limit of
+the :class:`~kit.policy.Policy` fires as its own cause with no extra task per chunk.
+Connection events come from httpcore's ``trace`` extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ._clock import now_ns
+from ._errors import ConfigError
+from ._loop import run_sync
+from ._redact import redact_headers, redact_url
+from .policy import Policy
+from .protocols import PROTOCOLS, SSEParser
+from .trace import Attempt, Outcome, Trace
+
+__all__ = ["astream", "stream"]
+
+_PATHS = {
+    "anthropic": "/v1/messages",
+    "openai": "/v1/chat/completions",
+    "ndjson": "/stream",
+    "raw": "/stream",
+}
+_KNOWN_SUFFIXES = ("/v1/messages", "/chat/completions", "/stream")
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the message
+
+
+def default_body(protocol: str) -> dict[str, Any]:
+    """A small, valid streaming request body for ``protocol``."""
+    messages = [{"role": "user", "content": "Say hello, slowly."}]
+    if protocol == "openai":
+        return {"model": "gpt-kit-1", "stream": True, "messages": messages}
+    return {"model": "claude-kit-1", "max_tokens": 1024, "stream": True, "messages": messages}
+
+
+def _target(url: str, protocol: str) -> str:
+    base = str(url).rstrip("/")
+    path = httpx.URL(base).path
+    if any(path.endswith(s) for s in _KNOWN_SUFFIXES):
+        return base
+    return base + _PATHS[protocol]
+
+
+def stream(
+    url: str,
+    *,
+    policy: Policy | None = None,
+    protocol: str | None = None,
+    json_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+    trial: str | None = None,
+    max_event_bytes: int | None = 16 * 1024 * 1024,
+) -> Trace:
+    """Stream one request and return its :class:`~kit.trace.Trace` (blocking).
+
+    ``url`` is a base URL (``server.url_for(scenario)``, an API origin) or a full
+    endpoint URL. ``protocol`` (anthropic, openai, ndjson, raw) picks the path, the
+    request body and how the body is parsed; a scenario URL carries its own.
+    Works in scripts and inside Jupyter (it then runs on a worker thread).
+    """
+    return run_sync(
+        astream(
+            url,
+            policy=policy,
+            protocol=protocol,
+            json_body=json_body,
+            headers=headers,
+            method=method,
+            trial=trial,
+            max_event_bytes=max_event_bytes,
+        )
+    )
+
+
+async def astream(
+    url: str,
+    *,
+    policy: Policy | None = None,
+    protocol: str | None = None,
+    json_body: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+    client: httpx.AsyncClient | None = None,
+    trial: str | None = None,
+    max_event_bytes: int | None = 16 * 1024 * 1024,
+) -> Trace:
+    """Async :func:`stream`; pass ``client`` to reuse an ``httpx.AsyncClient`` and its pool."""
+    policy = policy if policy is not None else Policy()
+    if not isinstance(policy, Policy):
+        raise ConfigError("policy", policy, "expected a kit.Policy")
+    protocol = protocol or getattr(url, "protocol", None) or "anthropic"
+    if protocol not in PROTOCOLS:
+        raise ConfigError.unknown("protocol", protocol, PROTOCOLS)
+    try:
+        target = _target(url, protocol)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError("url", url, f"expected an http(s) URL ({exc})") from None
+    if httpx.URL(target).scheme not in ("http", "https"):
+        raise ConfigError("url", url, "expected an http:// or https:// URL")
+    body = dict(json_body) if json_body is not None else default_body(protocol)
+    scenario = getattr(url, "scenario", None)
+    trace = Trace(
+        url=redact_url(target),
+        protocol=protocol,
+        start_ns=now_ns(),
+        policy=policy.to_dict(),
+        scenario=scenario.to_dict() if scenario is not None else None,
+        label=getattr(scenario, "label", None),
+    )
+    own_client = client is None
+    if client is None:
+        client = httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False)
+    try:
+        attempt = _new_attempt(trace, 1, method, target)
+        await _run_attempt(client, attempt, target, trace, policy, body, headers, trial, max_event_bytes)
+    finally:
+        trace.end_ns = now_ns()
+        if own_client:
+            await client.aclose()
+    return trace
+
+
+def _new_attempt(trace: Trace, index: int, method: str, target: str, wait_before: float = 0.0) -> Attempt:
+    attempt = Attempt(
+        index=index,
+        request_id=uuid.uuid4().hex[:16],
+        method=method,
+        url=trace.url,
+        start_ns=now_ns(),
+        protocol=trace.protocol,
+        wait_before=wait_before,
+    )
+    trace.attempts.append(attempt)
+    return attempt
+
+
+class _Clock:
+    """Moves one ``asyncio.timeout`` deadline as the attempt changes phase."""
+
+    __slots__ = ("_phase_deadline", "cause", "cm", "loop", "phase", "policy", "total_ns")
+
+    def __init__(self, policy: Policy, start_ns: int, call_start_ns: int) -> None:
+        self.policy = policy
+        self.phase = "connect"
+        self.cause = "timeout.connect"
+        self.cm: asyncio.Timeout | None = None
+        self.loop = asyncio.get_running_loop()
+        self.total_ns = call_start_ns + int(policy.total * 1e9) if policy.total else None
+        self._phase_deadline: int | None = None
+        self.enter("connect", start_ns)
+
+    def enter(self, phase: str, t_ns: int) -> None:
+        """Enter ``phase`` at ``t_ns``: its limit starts counting from then."""
+        p = self.policy
+        self.phase = phase
+        limit, cause = None, None
+        if phase == "connect":
+            limit, cause = p.connect, "timeout.connect"
+        elif phase == "send":
+            limit, cause = p.headers, "timeout.headers"
+        elif phase == "headers":
+            limit, cause = None, "timeout.headers"  # the headers limit started with `send`
+            self._reschedule(self._phase_deadline, cause)
+            return
+        elif phase == "first_chunk":
+            if p.first_chunk is not None:
+                limit, cause = p.first_chunk, "timeout.first_chunk"
+            else:
+                limit, cause = p.idle, "timeout.idle"
+        elif phase in ("stream", "done"):
+            limit, cause = p.idle, "timeout.idle"
+        deadline = t_ns + int(limit * 1e9) if limit is not None else None
+        self._reschedule(deadline, cause)
+
+    def chunk(self, t_ns: int) -> None:
+        """A body chunk arrived: the idle limit restarts."""
+        if self.policy.idle is not None:
+            self._reschedule(t_ns + int(self.policy.idle * 1e9), "timeout.idle")
+
+    def _reschedule(self, phase_deadline: int | None, cause: str | None) -> None:
+        self._phase_deadline = phase_deadline
+        deadline, self.cause = phase_deadline, cause or "timeout.total"
+        if self.total_ns is not None and (deadline is None or self.total_ns <= deadline):
+            deadline, self.cause = self.total_ns, "timeout.total"
+        if self.cm is not None:
+            when = None if deadline is None else self.loop.time() + (deadline - now_ns()) / 1e9
+            self.cm.reschedule(when)
+
+    def arm(self, cm: asyncio.Timeout) -> None:
+        self.cm = cm
+        self._reschedule(self._phase_deadline, self.cause if self.cause != "timeout.total" else None)
+
+
+async def _run_attempt(
+    client: httpx.AsyncClient,
+    attempt: Attempt,
+    target: str,
+    trace: Trace,
+    policy: Policy,
+    body: dict[str, Any],
+    extra_headers: Mapping[str, str] | None,
+    trial: str | None,
+    max_event_bytes: int | None,
+) -> None:
+    clock = _Clock(policy, attempt.start_ns, trace.start_ns)
+    attempt.deadlines = {k: v for k, v in policy.to_dict().items() if k != "name" and v is not None}
+    conn_events = attempt.connection
+
+    async def on_trace(name: str, info: Mapping[str, Any]) -> None:
+        t = now_ns()
+        conn_events.append((name, t))
+        if (
+            name in ("connection.connect_tcp.complete", "http11.send_request_headers.started")
+            and clock.phase == "connect"
+        ):
+            clock.enter("send", t)
+        elif name == "http11.receive_response_headers.started" and clock.phase == "send":
+            clock.enter("headers", t)
+
+    headers = {
+        "accept": "text/event-stream" if attempt.protocol in ("anthropic", "openai") else "*/*",
+        "x-kit-request-id": attempt.request_id,
+        "x-kit-attempt": str(attempt.index),
+    }
+    if attempt.protocol == "anthropic":
+        headers.update({"anthropic-version": "2023-06-01", "x-api-key": "kit-dummy-key"})
+    elif attempt.protocol == "openai":
+        headers["authorization"] = "Bearer kit-dummy-key"
+    if trial is not None:
+        headers["x-kit-trial"] = str(trial)
+    if extra_headers:
+        headers.update(extra_headers)
+    request = client.build_request(attempt.method, target, json=body, headers=headers)
+    request.extensions["trace"] = on_trace
+    reader = _BodyReader(attempt, max_event_bytes)
+    response: httpx.Response | None = None
+    try:
+        async with asyncio.timeout(None) as cm:
+            clock.arm(cm)
+            response = await client.send(request, stream=True)
+            try:
+                t = now_ns()
+                attempt.headers_ns = t
+                attempt.status = response.status_code
+                attempt.headers = redact_headers(response.headers.multi_items())
+                attempt.framing = _framing(response)
+                clock.enter("first_chunk", t)
+                if response.status_code >= 400:
+                    error_body = await _read_error_body(response, attempt, clock)
+                    attempt.outcome = Outcome(
+                        "headers", "http_status", _status_message(response.status_code, error_body)
+                    )
+                else:
+                    await _read_body(response, attempt, clock, reader)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        attempt.outcome = Outcome(_phase_for_timeout(attempt, clock), clock.cause, _timeout_message(clock))
+    except asyncio.CancelledError:
+        attempt.outcome = Outcome(_phase_for(attempt, clock), "cancelled", "cancelled by the caller")
+        attempt.end_ns = now_ns()
+        _attach_server_log(attempt)
+        raise
+    except httpx.HTTPError as exc:
+        attempt.outcome = _classify_error(exc, attempt, clock)
+        attempt.error = f"{type(exc).__name__}: {exc}"
+    except OSError as exc:  # raised below httpx's mapping, e.g. while closing
+        attempt.outcome = Outcome(_phase_for(attempt, clock), "reset" if _is_reset(exc) else "closed", str(exc))
+        attempt.error = f"{type(exc).__name__}: {exc}"
+    attempt.end_ns = attempt.end_ns or now_ns()
+    if attempt.outcome is None:
+        attempt.outcome = reader.outcome(attempt)
+    _attach_server_log(attempt)
+
+
+def _framing(response: httpx.Response) -> str:
+    if "chunked" in response.headers.get("transfer-encoding", "").lower():
+        return "chunked"
+    if "content-length" in response.headers:
+        return "length"
+    return "close"
+
+
+def _phase_for(attempt: Attempt, clock: _Clock) -> str:
+    if attempt.saw_terminator:
+        return "done"
+    if attempt.chunk_t:
+        return "stream"
+    if attempt.headers_ns is not None:
+        return "first_chunk"
+    return clock.phase
+
+
+def _phase_for_timeout(attempt: Attempt, clock: _Clock) -> str:
+    return _phase_for(attempt, clock)
+
+
+def _timeout_message(clock: _Clock) -> str:
+    p = clock.policy
+    limit = {
+        "timeout.connect": p.connect,
+        "timeout.headers": p.headers,
+        "timeout.first_chunk": p.first_chunk,
+        "timeout.idle": p.idle,
+        "timeout.total": p.total,
+    }.get(clock.cause)
+    return f"{clock.cause} after {limit:g} s" if limit is not None else clock.cause
+
+
+class _BodyReader:
+    """Parses the body as it arrives and decides when the stream is over."""
+
+    def __init__(self, attempt: Attempt, max_event_bytes: int | None) -> None:
+        self.attempt = attempt
+        self.kind = "sse" if attempt.protocol in ("anthropic", "openai") else attempt.protocol
+        self.sse = SSEParser(max_event_bytes=max_event_bytes) if self.kind == "sse" else None
+        self.line_buf = b""
+        self.stop: Outcome | None = None
+        self.max_event_bytes = max_event_bytes
+
+    def feed(self, data: bytes, t: int) -> None:
+        a = self.attempt
+        if self.sse is not None:
+            for ev in self.sse.feed(data):
+                a.event_t.append(t)
+                a.event_type.append(ev.event)
+                a.event_size.append(ev.size)
+                self._check_sse(ev.event, ev.data)
+                if self.stop is not None:
+                    return
+            if self.sse.bad_lines and self.stop is None:
+                self.stop = Outcome("stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)")
+            elif self.sse.oversized and self.stop is None:
+                self.stop = Outcome("stream", "malformed", f"an event larger than {self.max_event_bytes} bytes")
+        elif self.kind == "ndjson":
+            buf = self.line_buf + data
+            *lines, self.line_buf = buf.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                a.event_t.append(t)
+                a.event_size.append(len(line) + 1)
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    a.event_type.append("invalid")
+                    self.stop = Outcome("stream", "malformed", "an NDJSON line that is not JSON")
+                    return
+                if isinstance(obj, dict) and "error" in obj:
+                    a.event_type.append("error")
+                    self.stop = Outcome("stream", "error_event", _error_text(obj))
+                    return
+                a.event_type.append("line")
+
+    def _check_sse(self, event: str, data: str) -> None:
+        a = self.attempt
+        if data == "[DONE]":
+            a.saw_terminator = True
+            return
+        if event == "message_stop":
+            a.saw_terminator = True
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            self.stop = Outcome("stream", "malformed", f"event {event!r} has data that is not JSON")
+            return
+        if event == "error" or (isinstance(obj, dict) and "error" in obj and obj.get("type") in (None, "error")):
+            self.stop = Outcome("stream", "error_event", _error_text(obj))
+
+    def outcome(self, attempt: Attempt) -> Outcome:
+        """The outcome of a body that ended cleanly (no exception)."""
+        if self.stop is not None:
+            return self.stop
+        started = bool(attempt.chunk_t)
+        if self.sse is not None and self.sse.pending and not attempt.saw_terminator:
+            return Outcome("stream", "malformed", "the body ended inside an event (not a complete SSE stream)")
+        if self.kind == "ndjson" and self.line_buf.strip():
+            return Outcome("stream", "malformed", "the body ended inside an NDJSON line")
+        if attempt.saw_terminator or self.kind in ("raw", "ndjson"):
+            return Outcome("done", "ok")
+        phase = "stream" if started else "first_chunk"
+        what = "no events" if not attempt.event_t else f"{len(attempt.event_t)} events"
+        first = attempt.first_event_type
+        detail = f"; first event {first!r}" if first else ""
+        return Outcome(
+            phase, "ended", f"the body ended cleanly ({attempt.framing}) with {what}{detail} and no terminator"
+        )
+
+
+def _error_text(obj: Any) -> str:
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        return f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
+    return str(err or obj)[:200]
+
+
+async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, reader: _BodyReader) -> None:
+    chunk_t = attempt.chunk_t.append
+    chunk_size = attempt.chunk_size.append
+    feed = reader.feed
+    track = clock.policy.idle is not None
+    first = True
+    async for data in response.aiter_raw():
+        t = now_ns()
+        chunk_t(t)
+        chunk_size(len(data))
+        if first:
+            first = False
+            clock.enter("stream", t)
+        elif track:
+            clock.chunk(t)
+        feed(data, t)
+        if reader.stop is not None:
+            return
+
+
+async def _read_error_body(response: httpx.Response, attempt: Attempt, clock: _Clock) -> bytes:
+    body = bytearray()
+    async for data in response.aiter_raw():
+        t = now_ns()
+        attempt.chunk_t.append(t)
+        attempt.chunk_size.append(len(data))
+        clock.chunk(t)
+        if len(body) < ERROR_BODY_LIMIT:
+            body += data[: ERROR_BODY_LIMIT - len(body)]
+    return bytes(body)
+
+
+def _status_message(status: int, body: bytes) -> str:
+    detail = ""
+    try:
+        detail = _error_text(json.loads(body))
+    except ValueError:
+        detail = body[:200].decode("utf-8", "replace")
+    return f"{status} {detail}".strip()
+
+
+def _is_reset(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ConnectionResetError) or getattr(exc, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
+            return True
+        if "reset by peer" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _classify_error(exc: httpx.HTTPError, attempt: Attempt, clock: _Clock) -> Outcome:
+    phase = _phase_for(attempt, clock)
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Outcome("connect", "timeout.connect", msg)
+    if isinstance(exc, httpx.TimeoutException):  # a caller's own httpx client timeouts
+        cause = {"send": "timeout.headers", "headers": "timeout.headers", "first_chunk": "timeout.first_chunk"}
+        return Outcome(phase, cause.get(phase, "timeout.idle"), msg)
+    if isinstance(exc, httpx.ConnectError):
+        return Outcome("connect", "reset" if _is_reset(exc) else "refused", msg)
+    if _is_reset(exc):
+        return Outcome(phase, "reset", msg)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        low = msg.lower()
+        if "peer closed" in low or "disconnected" in low or "incomplete" in low:
+            return Outcome(phase, "closed", msg)
+        return Outcome(phase, "malformed", msg)
+    if isinstance(exc, httpx.DecodingError):
+        return Outcome(phase, "malformed", msg)
+    return Outcome(phase, "closed", msg)
+
+
+def _attach_server_log(attempt: Attempt) -> None:
+    from .server import find_server_log  # same-process servers only; see Trace.server
+
+    attempt.server_log = find_server_log(attempt.request_id)

@@ -1,0 +1,619 @@
+"""The server-side fault vocabulary: what the fault server does, byte by byte.
+
+A :class:`Scenario` describes one response: its protocol and length, when the headers
+and the first byte go out, the gaps between units, pings, the body framing, and a list
+of faults, each a small frozen dataclass saying what happens *after N units*. Units are
+the protocol's whole pieces (an SSE event, an NDJSON line, a raw block), counted from 0
+over the complete healthy stream, so for an Anthropic stream of ``events=40`` deltas,
+``after=0`` is before ``message_start`` and ``after=3`` is right before the first delta.
+
+Everything is a value: scenarios compare equal, round-trip through JSON
+(:meth:`Scenario.to_dict` / :meth:`Scenario.from_dict`) and draw their randomness from
+a seed, so an experiment can store them and replay any single attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from ._errors import ConfigError
+from .protocols import PROTOCOLS, Unit, generate_units
+
+__all__ = [
+    "FAULT_KINDS",
+    "PRESETS",
+    "Buffer",
+    "Close",
+    "ErrorEvent",
+    "Fault",
+    "Gap",
+    "HttpStatus",
+    "Malformed",
+    "NoTerminator",
+    "Reset",
+    "Scenario",
+    "Stall",
+    "TruncatedChunk",
+    "WrongFormat",
+]
+
+Framing = Literal["chunked", "length", "close"]
+FRAMINGS = ("chunked", "length", "close")
+
+
+def _number(field_name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(
+            field_name, value, "expected a number of seconds (or None)" if allow_none else "expected a number"
+        )
+    if value < minimum:
+        raise ConfigError(field_name, value, f"must be >= {minimum:g}")
+    if math.isinf(value):
+        raise ConfigError(field_name, value, "must be finite (use None for 'forever')")
+    return value
+
+
+def _count(field_name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(field_name, value, "expected a whole number >= 0")
+    return value
+
+
+# ---------------------------------------------------------------------------- gaps
+
+
+_GAP_PARAMS: dict[str, tuple[str, ...]] = {
+    "constant": ("value",),
+    "uniform": ("low", "high"),
+    "normal": ("mean", "sd"),
+    "lognormal": ("median", "sigma"),
+    "pareto": ("scale", "alpha"),
+    "replay": ("values",),
+}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The distribution of the gap between consecutive units, in seconds.
+
+    ``constant(value)``, ``uniform(low, high)``, ``normal(mean, sd)`` (clipped at 0),
+    ``lognormal(median, sigma)``, ``pareto(scale, alpha)`` (the minimum is ``scale``),
+    or ``replay(values)`` (gaps recorded elsewhere, cycled). Samples come from the
+    scenario's seed, so the same seed gives the same gaps.
+    """
+
+    dist: str = "constant"
+    params: tuple[tuple[str, Any], ...] = (("value", 0.0),)
+
+    def __post_init__(self) -> None:
+        if self.dist not in _GAP_PARAMS:
+            raise ConfigError.unknown("gap.dist", self.dist, _GAP_PARAMS)
+        need = _GAP_PARAMS[self.dist]
+        got = dict(self.params)
+        missing = [p for p in need if p not in got]
+        extra = [p for p in got if p not in need]
+        if missing or extra:
+            raise ConfigError(
+                f"gap.{self.dist}",
+                got,
+                f"{self.dist} takes exactly the parameters {', '.join(need)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(extra)}" if extra else ""),
+            )
+        if self.dist == "replay":
+            values = tuple(got["values"])
+            if not values:
+                raise ConfigError("gap.replay.values", values, "expected at least one gap")
+            for v in values:
+                _number("gap.replay.values", v)
+            object.__setattr__(self, "params", (("values", values),))
+            return
+        for name in need:
+            _number(f"gap.{self.dist}.{name}", got[name])
+        if self.dist == "uniform" and got["low"] > got["high"]:
+            raise ConfigError("gap.uniform", got, "low must be <= high")
+        if self.dist == "pareto" and got["alpha"] <= 0:
+            raise ConfigError("gap.pareto.alpha", got["alpha"], "must be > 0")
+        object.__setattr__(self, "params", tuple((p, got[p]) for p in need))
+
+    @classmethod
+    def constant(cls, value: float) -> Gap:
+        return cls("constant", (("value", value),))
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> Gap:
+        return cls("uniform", (("low", low), ("high", high)))
+
+    @classmethod
+    def normal(cls, mean: float, sd: float) -> Gap:
+        return cls("normal", (("mean", mean), ("sd", sd)))
+
+    @classmethod
+    def lognormal(cls, median: float, sigma: float) -> Gap:
+        return cls("lognormal", (("median", median), ("sigma", sigma)))
+
+    @classmethod
+    def pareto(cls, scale: float, alpha: float) -> Gap:
+        return cls("pareto", (("scale", scale), ("alpha", alpha)))
+
+    @classmethod
+    def replay(cls, values: Sequence[float]) -> Gap:
+        return cls("replay", (("values", tuple(values)),))
+
+    def sample(self, rng: random.Random, n: int) -> list[float]:
+        """``n`` gaps drawn from ``rng``."""
+        p = dict(self.params)
+        if self.dist == "constant":
+            return [p["value"]] * n
+        if self.dist == "uniform":
+            return [rng.uniform(p["low"], p["high"]) for _ in range(n)]
+        if self.dist == "normal":
+            return [max(0.0, rng.gauss(p["mean"], p["sd"])) for _ in range(n)]
+        if self.dist == "lognormal":
+            mu = math.log(p["median"]) if p["median"] > 0 else -math.inf
+            return [0.0 if mu == -math.inf else rng.lognormvariate(mu, p["sigma"]) for _ in range(n)]
+        if self.dist == "pareto":
+            return [p["scale"] * rng.paretovariate(p["alpha"]) for _ in range(n)]
+        values = p["values"]
+        return [values[i % len(values)] for i in range(n)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"dist": self.dist}
+        for k, v in self.params:
+            d[k] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_value(cls, value: Any) -> Gap:
+        """A Gap from a Gap, a number of seconds (constant) or a dict."""
+        if isinstance(value, Gap):
+            return value
+        if isinstance(value, Mapping):
+            d = dict(value)
+            dist = d.pop("dist", "constant")
+            return cls(dist, tuple(d.items()))
+        return cls.constant(_number("gap", value))
+
+
+# -------------------------------------------------------------------------- faults
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Base of the fault kinds. ``after`` counts the units written before it acts."""
+
+    kind: ClassVar[str] = ""
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        _count(f"{self.kind}.after", self.after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class Stall(Fault):
+    """Stop writing after ``after`` units for ``duration`` seconds (None: forever).
+
+    The connection stays open; pings, if the scenario has them, keep coming.
+    """
+
+    kind: ClassVar[str] = "stall"
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _number("stall.duration", self.duration, allow_none=True)
+
+
+@dataclass(frozen=True)
+class Close(Fault):
+    """Close the connection (FIN) after ``after`` units.
+
+    ``clean=False`` closes mid-framing (no zero-length chunk, short of the
+    Content-Length): the client sees the body *cut* (cause ``closed``).
+    ``clean=True`` ends the body properly first (cause ``ended``).
+    """
+
+    kind: ClassVar[str] = "close"
+    clean: bool = False
+
+
+@dataclass(frozen=True)
+class Reset(Fault):
+    """Reset the connection (RST, ``SO_LINGER`` 0) after ``after`` units."""
+
+    kind: ClassVar[str] = "reset"
+
+
+@dataclass(frozen=True)
+class ErrorEvent(Fault):
+    """Send the protocol's error event after ``after`` units, then end the body."""
+
+    kind: ClassVar[str] = "error_event"
+    error_type: str = "overloaded_error"
+    message: str = "Overloaded"
+
+
+@dataclass(frozen=True)
+class Malformed(Fault):
+    """Send a broken unit after ``after`` units: ``json`` (bad JSON in ``data:``) or ``field``."""
+
+    kind: ClassVar[str] = "malformed"
+    what: Literal["json", "field"] = "json"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.what not in ("json", "field"):
+            raise ConfigError("malformed.what", self.what, "expected 'json' or 'field'")
+
+
+@dataclass(frozen=True)
+class TruncatedChunk(Fault):
+    """Declare a chunk, write only part of it, then FIN (chunked framing only)."""
+
+    kind: ClassVar[str] = "truncated_chunk"
+
+
+@dataclass(frozen=True)
+class NoTerminator(Fault):
+    """Leave out the terminator (``message_stop`` / ``[DONE]``) and end the body cleanly."""
+
+    kind: ClassVar[str] = "no_terminator"
+
+
+@dataclass(frozen=True)
+class HttpStatus(Fault):
+    """Answer with an error status instead of a stream (``after`` is ignored).
+
+    The body is the API's JSON error; ``retry_after`` (seconds) and ``retry_after_ms``
+    set those headers; ``headers`` adds more (e.g. ``x-should-retry``).
+    """
+
+    kind: ClassVar[str] = "http_status"
+    status: int = 500
+    error_type: str | None = None
+    message: str | None = None
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599:
+            raise ConfigError("http_status.status", self.status, "expected an HTTP status code 100-599")
+        _number("http_status.retry_after", self.retry_after, allow_none=True)
+        _number("http_status.retry_after_ms", self.retry_after_ms, allow_none=True)
+        object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in dict(self.headers).items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["headers"] = dict(self.headers)
+        return d
+
+
+@dataclass(frozen=True)
+class WrongFormat(Fault):
+    """Send a body in the wrong format: ``json`` (a whole JSON message) or ``binary``."""
+
+    kind: ClassVar[str] = "wrong_format"
+    what: Literal["json", "binary"] = "json"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.what not in ("json", "binary"):
+            raise ConfigError("wrong_format.what", self.what, "expected 'json' or 'binary'")
+
+
+@dataclass(frozen=True)
+class Buffer(Fault):
+    """Hold writes until ``until_bytes`` are pending (None: until the end), as a buffering proxy does."""
+
+    kind: ClassVar[str] = "buffer"
+    until_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.until_bytes is not None:
+            _count("buffer.until_bytes", self.until_bytes)
+
+
+FAULT_KINDS: dict[str, type[Fault]] = {
+    cls.kind: cls
+    for cls in (
+        Stall,
+        Close,
+        Reset,
+        ErrorEvent,
+        Malformed,
+        TruncatedChunk,
+        NoTerminator,
+        HttpStatus,
+        WrongFormat,
+        Buffer,
+    )
+}
+
+
+def fault_from_dict(d: Mapping[str, Any]) -> Fault:
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in FAULT_KINDS:
+        raise ConfigError.unknown("fault.kind", kind, FAULT_KINDS)
+    cls = FAULT_KINDS[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in d:
+        if key not in names:
+            raise ConfigError.unknown(f"{kind}.{key}", key, names)
+    if cls is HttpStatus and "headers" in d:
+        d["headers"] = tuple(dict(d["headers"]).items())
+    return cls(**d)
+
+
+# ------------------------------------------------------------------------ scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One response, described as data; see the module docstring.
+
+    Fields: ``protocol`` (anthropic, openai, ndjson, raw); ``events`` (content units:
+    text deltas, chunks, lines, blocks) and ``event_size`` (bytes of text each);
+    ``headers_delay`` (s before the status line); ``first_byte_delay`` (s between the
+    headers and the first body byte); ``gap`` (between units: seconds or a
+    :class:`Gap`); ``ping_every`` (s; pings while waiting, None: none); ``framing``
+    (chunked, length, close); ``faults``; ``attempts`` (a scenario per attempt, the last
+    one repeating: fail, fail, succeed); ``fault_probability`` (each attempt gets the
+    faults with this probability, rolled from the seed); ``seed``; ``name``.
+    """
+
+    protocol: str = "anthropic"
+    events: int = 20
+    event_size: int | None = None
+    headers_delay: float = 0.0
+    first_byte_delay: float = 0.0
+    gap: Gap | float = 0.02
+    ping_every: float | None = None
+    framing: Framing = "chunked"
+    faults: tuple[Fault, ...] = ()
+    attempts: tuple[Scenario, ...] = ()
+    fault_probability: float = 1.0
+    seed: int = 0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError.unknown("protocol", self.protocol, PROTOCOLS)
+        _count("events", self.events)
+        if self.event_size is not None:
+            _count("event_size", self.event_size)
+        _number("headers_delay", self.headers_delay)
+        _number("first_byte_delay", self.first_byte_delay)
+        if self.ping_every is not None and _number("ping_every", self.ping_every) <= 0:
+            raise ConfigError("ping_every", self.ping_every, "must be > 0 seconds (or None)")
+        if self.framing not in FRAMINGS:
+            raise ConfigError.unknown("framing", self.framing, FRAMINGS)
+        object.__setattr__(self, "gap", Gap.from_value(self.gap))
+        faults = tuple(self.faults)
+        for f in faults:
+            if not isinstance(f, Fault):
+                raise ConfigError("faults", f, "expected fault objects such as kit.Close(after=3)")
+        object.__setattr__(self, "faults", faults)
+        object.__setattr__(self, "attempts", tuple(self.attempts))
+        for a in self.attempts:
+            if not isinstance(a, Scenario):
+                raise ConfigError("attempts", a, "expected Scenario objects")
+        p = self.fault_probability
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ConfigError("fault_probability", p, "expected a probability in [0, 1]")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError("seed", self.seed, "expected an integer")
+        n_units = self.unit_count()
+        for f in faults:
+            if isinstance(f, (HttpStatus, WrongFormat, NoTerminator)):
+                continue
+            if f.after > n_units:
+                raise ConfigError(
+                    f"{f.kind}.after",
+                    f.after,
+                    f"this stream has {n_units} units ({self.events} events of {self.protocol} "
+                    f"plus framing events); after must be <= {n_units}",
+                )
+            if isinstance(f, TruncatedChunk) and self.framing != "chunked":
+                raise ConfigError("truncated_chunk", self.framing, "needs framing='chunked'")
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Scenario:
+        """A named preset (see :data:`PRESETS`), optionally with fields overridden."""
+        if name not in PRESETS:
+            raise ConfigError.unknown("preset", name, PRESETS)
+        base = PRESETS[name]
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    @classmethod
+    def presets(cls) -> list[str]:
+        """Names of the presets."""
+        return list(PRESETS)
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # -- serialization ------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` gives back an equal Scenario."""
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "gap":
+                v = v.to_dict()
+            elif f.name == "faults" or f.name == "attempts":
+                v = [x.to_dict() for x in v]
+            d[f.name] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Scenario:
+        """Build from :meth:`to_dict` output; unknown keys are errors naming the closest field."""
+        if not isinstance(d, Mapping):
+            raise ConfigError("scenario", d, "expected a mapping of scenario fields")
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in d:
+            if key not in names:
+                raise ConfigError.unknown("scenario field", key, names)
+        if "preset" in d:  # pragma: no cover - guarded above; kept for clarity
+            pass
+        if "faults" in d:
+            d["faults"] = tuple(fault_from_dict(f) for f in d["faults"])
+        if "attempts" in d:
+            d["attempts"] = tuple(cls.from_dict(a) for a in d["attempts"])
+        if "gap" in d:
+            d["gap"] = Gap.from_value(d["gap"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def key(self) -> str:
+        """A short stable id of this scenario's content (used in server URLs)."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """The name if it has one, else a short description."""
+        if self.name:
+            return self.name
+        kinds = ",".join(f.kind for f in self.faults) or "ok"
+        return f"{self.protocol}:{kinds}"
+
+    # -- what the server does -----------------------------------------------------
+
+    def unit_count(self) -> int:
+        """Units in the healthy stream (events plus the protocol's framing events)."""
+        extra = {"anthropic": 6, "openai": 3, "ndjson": 0, "raw": 0}[self.protocol]
+        return self.events + extra
+
+    def for_attempt(self, attempt: int, key: str = "") -> Scenario:
+        """The scenario that attempt ``attempt`` (1-based) of trial ``key`` gets.
+
+        Per-attempt sequences pick ``attempts[attempt - 1]`` (the last repeats); with
+        ``fault_probability`` < 1 the faults apply only if a roll seeded by
+        (seed, key, attempt) comes up.
+        """
+        sc = self
+        if self.attempts:
+            sc = self.attempts[min(attempt, len(self.attempts)) - 1]
+            sc = dataclasses.replace(sc, seed=sc.seed if sc.seed else self.seed)
+        if sc.fault_probability < 1.0 and sc.faults:
+            rng = random.Random(f"{sc.seed}:{key}:{attempt}:faults")
+            if rng.random() >= sc.fault_probability:
+                sc = dataclasses.replace(sc, faults=())
+        return sc
+
+    def plan(self, attempt: int = 1, key: str = "") -> Plan:
+        """The concrete schedule for one attempt (see :class:`Plan`)."""
+        sc = self.for_attempt(attempt, key)
+        units = generate_units(sc.protocol, sc.events, sc.event_size)
+        rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
+        gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
+        return Plan(scenario=sc, units=units, gaps=gaps, attempt=attempt)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One attempt's concrete schedule: the units and the gaps before each after the first."""
+
+    scenario: Scenario
+    units: list[Unit]
+    gaps: list[float]
+    attempt: int = 1
+
+    def faults_at(self, index: int) -> list[Fault]:
+        """Faults that act after ``index`` units, in the order given."""
+        return [
+            f
+            for f in self.scenario.faults
+            if f.after == index and not isinstance(f, (HttpStatus, WrongFormat, NoTerminator, Buffer))
+        ]
+
+    def fault(self, cls: type[Fault]) -> Fault | None:
+        return next((f for f in self.scenario.faults if isinstance(f, cls)), None)
+
+
+# ------------------------------------------------------------------------- presets
+
+
+def _presets() -> dict[str, Scenario]:
+    s = Scenario
+    return {
+        p.name: p  # type: ignore[misc]
+        for p in [
+            s(name="ok", events=20, gap=0.01),
+            s(name="empty_200", events=0, faults=(Close(after=0, clean=True),)),
+            s(name="close_delimited_empty", events=0, framing="close", faults=(Close(after=0, clean=True),)),
+            s(
+                name="pings_only",
+                events=0,
+                ping_every=0.05,
+                first_byte_delay=0.25,
+                faults=(Close(after=0, clean=True),),
+            ),
+            s(name="wrong_format", faults=(WrongFormat(what="json"),)),
+            s(name="headers_then_close", faults=(Close(after=0),)),
+            s(name="headers_then_reset", faults=(Reset(after=0),)),
+            s(name="slow_headers", headers_delay=3.0, events=5, gap=0.01),
+            s(name="slow_first_byte", first_byte_delay=3.0, events=5, gap=0.01),
+            s(name="stall_mid_stream", events=20, gap=0.01, faults=(Stall(after=10, duration=3.0),)),
+            s(name="close_mid_stream", events=20, gap=0.01, faults=(Close(after=10),)),
+            s(name="truncated_chunk", events=20, gap=0.01, faults=(TruncatedChunk(after=10),)),
+            s(name="reset_mid_stream", events=20, gap=0.01, faults=(Reset(after=10),)),
+            s(name="no_terminator", events=20, gap=0.01, faults=(NoTerminator(),)),
+            s(name="error_event_mid_stream", events=20, gap=0.01, faults=(ErrorEvent(after=10),)),
+            s(name="malformed_sse", events=20, gap=0.01, faults=(Malformed(after=10, what="json"),)),
+            s(
+                name="overloaded_529",
+                faults=(HttpStatus(status=529, error_type="overloaded_error", message="Overloaded"),),
+            ),
+            s(
+                name="rate_limited_429",
+                faults=(
+                    HttpStatus(
+                        status=429,
+                        error_type="rate_limit_error",
+                        message="Number of request tokens has exceeded your per-minute rate limit",
+                        retry_after=1,
+                    ),
+                ),
+            ),
+            s(
+                name="server_error_500",
+                faults=(HttpStatus(status=500, error_type="api_error", message="Internal server error"),),
+            ),
+            s(
+                name="fail_fail_succeed",
+                attempts=(
+                    s(faults=(HttpStatus(status=529, error_type="overloaded_error", message="Overloaded"),)),
+                    s(faults=(HttpStatus(status=529, error_type="overloaded_error", message="Overloaded"),)),
+                    s(events=20, gap=0.01),
+                ),
+            ),
+        ]
+    }
+
+
+PRESETS: dict[str, Scenario] = _presets()

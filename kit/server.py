@@ -1,0 +1,585 @@
+"""The fault server: HTTP/1.1 on loopback that misbehaves byte-exactly on demand.
+
+Requests are parsed with h11; responses are written by hand, byte by byte, because
+the point is to break HTTP framing on purpose (cut a chunk in half, close before the
+zero-length chunk, reset). Every write is logged with the time it was due and the time
+it went out, on the kit's shared clock, keyed by the client's ``x-kit-request-id``:
+that log is the *server* vantage point of a trace.
+
+URLs name scenarios: ``POST {server.url_for(scenario)}/v1/messages`` gets that scenario
+(any path under the base works, so SDKs with a ``base_url`` just work). ``GET /``
+lists the scenarios as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import socket
+import struct
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+
+from ._clock import now_ns
+from ._errors import ConfigError, ServerError
+from ._loop import LoopThread
+from ._schedule import Response, build_response
+from .scenarios import PRESETS, Scenario
+
+__all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry"]
+
+MAX_REQUEST_BODY = 1 << 20  # 1 MiB: a chat request is a few KB; refuse more with 413
+REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris guard)
+
+_ALL_SERVERS: weakref.WeakSet[FaultServer] = weakref.WeakSet()
+
+
+class ScenarioURL(str):
+    """A base URL that names a scenario; it is a ``str`` and carries the scenario.
+
+    Clients that know the kit (``kit.stream``) read ``.protocol`` to choose the request
+    path and body; any other client sees a plain URL.
+    """
+
+    scenario: Scenario
+    protocol: str
+
+    def __new__(cls, url: str, scenario: Scenario) -> ScenarioURL:
+        obj = super().__new__(cls, url)
+        obj.scenario = scenario
+        obj.protocol = scenario.protocol
+        return obj
+
+    def with_origin(self, origin: str) -> ScenarioURL:
+        """The same scenario path on another origin (``http://host:port``), e.g. a proxy."""
+        path = self.split("/", 3)[3] if self.count("/") >= 3 else ""
+        return ScenarioURL(f"{origin.rstrip('/')}/{path}", self.scenario)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLogEntry:
+    """One thing the server did. Times are ``perf_counter_ns``.
+
+    ``kind``: accept, request, headers, a unit kind (message_start, content_block_delta,
+    ping, chunk...), stall_start, end, close, reset, truncate, client_closed, error.
+    ``scheduled_ns`` is when the plan wanted it, ``t_ns`` when it happened; ``nbytes``
+    counts bytes on the wire (framing included).
+    """
+
+    request_id: str
+    connection: int
+    scenario: str
+    attempt: int
+    seq: int
+    kind: str
+    nbytes: int
+    scheduled_ns: int
+    t_ns: int
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class FaultServer:
+    """An HTTP/1.1 fault server on 127.0.0.1 running in a background thread.
+
+    Use it as a context manager (``with`` or ``async with``) or call
+    :meth:`start`/:meth:`stop`. ``port=0`` picks a free port. Binding anything but a
+    loopback address requires ``allow_remote=True`` and warns.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
+        on_request: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if not _is_loopback(host) and not allow_remote:
+            raise ConfigError(
+                "host", host, "the fault server binds loopback only (127.0.0.1); pass allow_remote=True to expose it"
+            )
+        if not _is_loopback(host):
+            warnings.warn(f"FaultServer is binding {host}: it is reachable from other machines", stacklevel=2)
+        self.host = host
+        self._port = port
+        self._thread = LoopThread("kit-fault-server")
+        self._server: asyncio.base_events.Server | None = None
+        self._registry: dict[str, Scenario] = {}
+        self._conns: set[asyncio.Task[None]] = set()
+        self._conn_ids = itertools.count(1)
+        self._req_ids = itertools.count(1)
+        self._attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.log: list[ServerLogEntry] = []
+        self._by_request: dict[str, list[ServerLogEntry]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self._on_request = on_request
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        """Start serving; returns once the port is bound."""
+        if self._server is not None:
+            return self
+        self._thread.start()
+        try:
+            self._thread.call(self._astart())
+        except OSError as exc:
+            self._thread.stop()
+            raise ServerError(f"cannot bind {self.host}:{self._port}: {exc.strerror or exc}") from None
+        _ALL_SERVERS.add(self)
+        return self
+
+    async def _astart(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self._port, reuse_address=True, backlog=1024)
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket; join the thread."""
+        if self._server is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._thread.call(self._astop(), timeout=10)
+        self._thread.stop()
+        self._server = None
+        _ALL_SERVERS.discard(self)
+
+    async def _astop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._conns):
+            task.cancel()
+        if self._conns:
+            await asyncio.gather(*self._conns, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FaultServer:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) the server listens on."""
+        if self._server is None:
+            raise ServerError("the FaultServer is not running; use it in a `with` block or call start()")
+        return self._server.sockets[0].getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def url_for(self, scenario: Scenario | str) -> ScenarioURL:
+        """A base URL whose path names ``scenario`` (a Scenario or a preset name)."""
+        if isinstance(scenario, str):
+            scenario = Scenario.preset(scenario)
+        if not isinstance(scenario, Scenario):
+            raise ConfigError("scenario", scenario, "expected a kit.Scenario or a preset name")
+        token = self.register(scenario)
+        return ScenarioURL(f"{self.url}/s/{token}", scenario)
+
+    def register(self, scenario: Scenario) -> str:
+        """Make ``scenario`` reachable; returns the token used in its URL path."""
+        if scenario.name in PRESETS and PRESETS[scenario.name] == scenario:
+            return scenario.name
+        token = f"{scenario.name or 'custom'}-{scenario.key}"
+        with self._lock:
+            self._registry[token] = scenario
+        return token
+
+    def scenarios(self) -> dict[str, Scenario]:
+        """Every scenario this server answers for, by URL token."""
+        with self._lock:
+            return {**PRESETS, **self._registry}
+
+    def reset_attempts(self) -> None:
+        """Forget per-scenario attempt counters (for clients that send no attempt header)."""
+        with self._lock:
+            self._attempts.clear()
+
+    # -- logs --------------------------------------------------------------------
+
+    def log_for(self, request_id: str) -> list[ServerLogEntry]:
+        """The log entries of one request."""
+        return list(self._by_request.get(request_id, ()))
+
+    def log_df(self):
+        """The whole log as a DataFrame (one row per :class:`ServerLogEntry`)."""
+        import pandas as pd
+
+        from .trace import SERVER_COLUMNS
+
+        return pd.DataFrame([_entry_row(e) for e in list(self.log)], columns=SERVER_COLUMNS)
+
+    # -- connection handling -----------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        conn_id = next(self._conn_ids)
+        try:
+            await self._serve_connection(conn_id, reader, writer)
+        except (ConnectionError, asyncio.CancelledError, TimeoutError):
+            pass
+        finally:
+            self._conns.discard(task)
+            if not writer.transport.is_closing():
+                writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
+
+    async def _serve_connection(self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        leftover = b""
+        while True:
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+            if leftover:
+                conn.receive_data(leftover)
+            try:
+                request, body, received_ns = await asyncio.wait_for(self._read_request(conn, reader), REQUEST_TIMEOUT)
+            except TimeoutError:
+                await self._simple_error(writer, 408, "request_timeout", "request not received in time")
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._simple_error(writer, exc.error_status_hint or 400, "invalid_request_error", str(exc))
+                return
+            except _BodyTooLarge:
+                await self._simple_error(
+                    writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes"
+                )
+                return
+            if request is None:
+                return
+            leftover = conn.trailing_data[0]
+            keep = await self._respond(conn_id, request, body, received_ns, reader, writer)
+            if not keep:
+                return
+
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader
+    ) -> tuple[h11.Request | None, bytes, int]:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                if not data and request is None and not conn.trailing_data[0]:
+                    return None, b"", 0
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_REQUEST_BODY:
+                    raise _BodyTooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body), now_ns()
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b"", 0
+
+    async def _simple_error(self, writer: asyncio.StreamWriter, status: int, error_type: str, message: str) -> None:
+        body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+        head = (
+            f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(ConnectionError):
+            writer.write(head + body)
+            await writer.drain()
+
+    def _resolve(self, target: str) -> tuple[str | None, Scenario | None]:
+        path = unquote(target.split("?", 1)[0])
+        parts = [p for p in path.split("/") if p]
+        if len(parts) >= 2 and parts[0] == "s":
+            token = parts[1]
+            sc = PRESETS.get(token)
+            if sc is None:
+                with self._lock:
+                    sc = self._registry.get(token)
+            return token, sc
+        return None, None
+
+    async def _respond(
+        self,
+        conn_id: int,
+        request: h11.Request,
+        body: bytes,
+        received_ns: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        target = request.target.decode("latin-1")
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
+        token, scenario = self._resolve(target)
+        if token is None and request.method == b"GET" and target.split("?")[0] in ("/", "/s", "/s/"):
+            listing = {"scenarios": {t: f"{self.url}/s/{t}" for t in self.scenarios()}}
+            await self._json(writer, 200, listing)
+            return True
+        if scenario is None:
+            known = sorted(self.scenarios())
+            what = f"unknown scenario {token!r}" if token else f"no scenario in path {target!r}"
+            await self._json(
+                writer,
+                404,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "not_found_error",
+                        "message": f"{what}; use a path /s/<scenario>/... with one of: {', '.join(known)}",
+                        "known_scenarios": known,
+                    },
+                },
+            )
+            return True
+        if body and "json" in headers.get("content-type", "json"):
+            try:
+                json.loads(body)
+            except ValueError as exc:
+                await self._json(
+                    writer,
+                    400,
+                    {
+                        "type": "error",
+                        "error": {"type": "invalid_request_error", "message": f"request body is not valid JSON: {exc}"},
+                    },
+                )
+                return True
+
+        request_id = headers.get("x-kit-request-id") or f"srv-{next(self._req_ids)}"
+        trial = headers.get("x-kit-trial", "")
+        attempt = self._attempt_number(token, trial, headers)
+        plan = scenario.plan(attempt, key=trial)
+        response = build_response(plan)
+        info = {
+            "request_id": request_id,
+            "scenario": token,
+            "attempt": attempt,
+            "method": request.method.decode(),
+            "path": target.split("?", 1)[0],
+            "status": response.status,
+            "t_ns": received_ns,
+        }
+        log = _Logger(self.log, self._by_request.setdefault(request_id, []), request_id, conn_id, token, attempt)
+        log("request", len(body), received_ns, received_ns)
+        watcher = asyncio.ensure_future(_watch_disconnect(reader))
+        writer_task = asyncio.ensure_future(self._send(response, writer, log, received_ns, request_id))
+        try:
+            done, _ = await asyncio.wait({watcher, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+            if writer_task in done:
+                info["end"] = writer_task.result()
+            else:
+                writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await writer_task
+                log("client_closed", 0, now_ns(), now_ns())
+                info["end"] = "client_closed"
+        finally:
+            if not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+        self.requests.append(info)
+        if self._on_request is not None:
+            with contextlib.suppress(Exception):
+                self._on_request(info)
+        return info["end"] == "end" and response.framing != "close"
+
+    def _attempt_number(self, token: str, trial: str, headers: dict[str, str]) -> int:
+        for name, offset in (("x-kit-attempt", 0), ("x-stainless-retry-count", 1)):
+            value = headers.get(name)
+            if value is not None and value.isdigit():
+                return int(value) + offset
+        key = f"{token}\0{trial}"
+        with self._lock:
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            return self._attempts[key]
+
+    async def _json(self, writer: asyncio.StreamWriter, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        head = (
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
+        writer.write(head + body)
+        await writer.drain()
+
+    async def _send(
+        self, response: Response, writer: asyncio.StreamWriter, log: _Logger, t0_ns: int, request_id: str
+    ) -> str:
+        """Execute the response's actions on time; returns how the response ended."""
+        transport = writer.transport
+        due = t0_ns + int(response.headers_delay * 1e9)
+        await _sleep_until(due)
+        lines = [f"HTTP/1.1 {response.status} {response.reason}"]
+        lines += [f"{k}: {v}" for k, v in response.headers]
+        lines += [f"x-kit-request-id: {request_id}", f"request-id: {request_id}"]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        t = now_ns()
+        log("headers", len(head), due, t)
+        transport.write(head)
+        headers_ns = t
+        chunked = response.framing == "chunked"
+        for action in response.actions:
+            due = headers_ns + int(action.t * 1e9)
+            if action.t > 0:
+                await _sleep_until(due)
+            op = action.op
+            if op == "write":
+                data = action.data
+                if not data:
+                    log(action.kind, 0, due, now_ns())
+                    continue
+                wire = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
+                t = now_ns()
+                log(action.kind, len(wire), due, t)
+                transport.write(wire)
+                if transport.get_write_buffer_size() > 1 << 20:
+                    await writer.drain()
+            elif op == "end":
+                tail = b"0\r\n\r\n" if chunked else b""
+                t = now_ns()
+                log("end", len(tail), due, t)
+                if tail:
+                    transport.write(tail)
+                await writer.drain()
+                if response.framing == "close":
+                    writer.close()
+                return "end"
+            elif op == "close":
+                await writer.drain()
+                log("close", 0, due, now_ns())
+                writer.close()
+                return "close"
+            elif op == "reset":
+                await _flushed(writer)
+                log("reset", 0, due, now_ns())
+                _reset(transport)
+                return "reset"
+            elif op == "truncate":
+                wire = b"%x\r\n%b" % (len(action.data) * 2, action.data)
+                log("truncate", len(wire), due, now_ns())
+                transport.write(wire)
+                await writer.drain()
+                writer.close()
+                return "truncate"
+            elif op == "hang":
+                log("stall_start", 0, due, now_ns())
+                await self._hang(response, writer, log)
+        return "end"  # pragma: no cover - every plan ends with a terminal action
+
+    async def _hang(self, response: Response, writer: asyncio.StreamWriter, log: _Logger) -> None:
+        if response.ping is None or not response.ping_every:
+            await asyncio.Event().wait()
+        due = now_ns()
+        step = int(response.ping_every * 1e9)
+        ping = response.ping
+        wire = b"%x\r\n%b\r\n" % (len(ping), ping) if response.framing == "chunked" else ping
+        while True:
+            due += step
+            await _sleep_until(due)
+            log("ping", len(wire), due, now_ns())
+            writer.transport.write(wire)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Logger:
+    """Appends log entries for one request (list.append is atomic under the GIL)."""
+
+    __slots__ = ("_append", "_append_request", "_attempt", "_conn", "_rid", "_scenario", "_seq")
+
+    def __init__(
+        self, log: list[ServerLogEntry], mine: list[ServerLogEntry], rid: str, conn: int, scenario: str, attempt: int
+    ) -> None:
+        self._append = log.append
+        self._append_request = mine.append
+        self._rid, self._conn, self._scenario, self._attempt = rid, conn, scenario, attempt
+        self._seq = 0
+
+    def __call__(self, kind: str, nbytes: int, scheduled_ns: int, t_ns: int) -> None:
+        entry = ServerLogEntry(
+            self._rid, self._conn, self._scenario, self._attempt, self._seq, kind, nbytes, scheduled_ns, t_ns
+        )
+        self._append(entry)
+        self._append_request(entry)
+        self._seq += 1
+
+
+def _entry_row(e: ServerLogEntry) -> dict[str, Any]:
+    return {
+        "request_id": e.request_id,
+        "connection": e.connection,
+        "scenario": e.scenario,
+        "attempt": e.attempt,
+        "seq": e.seq,
+        "kind": e.kind,
+        "nbytes": e.nbytes,
+        "scheduled_ns": e.scheduled_ns,
+        "t_ns": e.t_ns,
+    }
+
+
+async def _sleep_until(due_ns: int) -> None:
+    delay = (due_ns - now_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _flushed(writer: asyncio.StreamWriter) -> None:
+    await writer.drain()
+    while writer.transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _watch_disconnect(reader: asyncio.StreamReader) -> None:
+    """Return when the client closes its side (or resets) while we respond."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(65536):
+            pass
+
+
+def find_server_log(request_id: str) -> list[ServerLogEntry]:
+    """The server log of ``request_id`` from any FaultServer running in this process."""
+    for server in list(_ALL_SERVERS):
+        entries = server.log_for(request_id)
+        if entries:
+            return entries
+    return []
