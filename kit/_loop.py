@@ -1,11 +1,11 @@
 """Event loops for the kit: a precise timer, a background loop thread, sync bridges.
 
 Why a custom selector: asyncio's epoll selector rounds every timeout *up* to the next
-millisecond, so ``asyncio.sleep`` overshoots by about 1 ms at the median. A fault
-server that mis-times chunks by a millisecond teaches the wrong lesson, so the kit's
-loops wait with microsecond resolution instead: for the part of a timeout below one
-millisecond they ``select()`` on the epoll descriptor itself (which becomes readable
-when any registered event is ready), then poll epoll without waiting. kqueue (macOS)
+millisecond (and float rounding can add one more), so ``asyncio.sleep`` overshoots by
+about 1 ms at the median. A fault server that mis-times chunks by a millisecond teaches
+the wrong lesson, so the kit's loops wait with microsecond resolution instead: they
+``select()`` on the epoll descriptor itself (readable as soon as any registered event
+is ready), then collect the events from epoll without waiting. kqueue (macOS)
 and select (Windows) already take fractional timeouts and are used as they are.
 """
 
@@ -31,20 +31,12 @@ if hasattr(selectors, "EpollSelector"):
 
     class _PreciseEpollSelector(selectors.EpollSelector):
         def select(self, timeout: float | None = None):  # type: ignore[override]
-            if timeout is not None and timeout > 0:
-                epfd = self.fileno()
-                if epfd < _FD_SETSIZE:
-                    whole_ms = int(timeout * 1000) / 1000
-                    if whole_ms > 0:
-                        ready = super().select(whole_ms)
-                        if ready:
-                            return ready
-                    rest = timeout - whole_ms
-                    if rest > 0:
-                        # select() takes microseconds: the sub-millisecond remainder
-                        with contextlib.suppress(InterruptedError):
-                            select.select([epfd], [], [], rest)
-                    timeout = 0
+            if timeout is not None and timeout > 0 and self.fileno() < _FD_SETSIZE:
+                # select() takes microseconds; the epoll descriptor is readable as soon as
+                # any registered event is ready, so this waits exactly like epoll would
+                with contextlib.suppress(InterruptedError):
+                    select.select([self.fileno()], [], [], timeout)
+                timeout = 0
             return super().select(timeout)
 
     def _new_selector() -> selectors.BaseSelector:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ from .scenarios import (
     NoTerminator,
     Plan,
     Reset,
+    Scenario,
     Stall,
     TruncatedChunk,
     WrongFormat,
@@ -55,7 +57,7 @@ class Response:
     reason: str
     headers: list[tuple[str, str]]
     framing: str
-    actions: list[Action]
+    actions: Iterable[Action]
     headers_delay: float
     ping: bytes | None = None
     ping_every: float | None = None
@@ -115,10 +117,9 @@ def build_response(plan: Plan) -> Response:
     if isinstance(status_fault, HttpStatus):
         return _status_response(sc.protocol, status_fault, sc.headers_delay)
 
-    actions: list[Action] = []
     units = plan.units
     if plan.fault(NoTerminator) is not None:
-        units = [u for u in units if not u.terminator]
+        units = tuple(u for u in units if not u.terminator)
 
     wrong = plan.fault(WrongFormat)
     content_type = _CONTENT_TYPES[sc.protocol]
@@ -143,50 +144,47 @@ def build_response(plan: Plan) -> Response:
         ]
         return _finish(sc, actions, content_type, plan)
 
+    return _finish(sc, _timeline(plan, units), content_type, plan)
+
+
+def _timeline(plan: Plan, units) -> Iterator[Action]:
+    """The actions of a streamed body, produced lazily so a request starts at once."""
+    sc = plan.scenario
     t = sc.first_byte_delay
-    stopped = False
     for i in range(len(units) + 1):
         for fault in plan.faults_at(i):
             if isinstance(fault, Stall):
                 if fault.duration is None:
-                    actions.append(Action(t, "hang", "stall"))
-                    stopped = True
-                    break
-                actions.append(Action(t, "write", "stall_start"))  # zero bytes: a log marker
+                    yield Action(t, "hang", "stall")
+                    return
+                yield Action(t, "write", "stall_start")  # zero bytes: a log marker
                 t += fault.duration
             elif isinstance(fault, Close):
-                actions.append(Action(t, "end" if fault.clean else "close", "close"))
-                stopped = True
-                break
+                yield Action(t, "end" if fault.clean else "close", "close")
+                return
             elif isinstance(fault, Reset):
-                actions.append(Action(t, "reset", "reset"))
-                stopped = True
-                break
+                yield Action(t, "reset", "reset")
+                return
             elif isinstance(fault, ErrorEvent):
-                actions.append(Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message)))
-                actions.append(Action(t, "end", "end"))
-                stopped = True
-                break
+                yield Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message))
+                yield Action(t, "end", "end")
+                return
             elif isinstance(fault, Malformed):
-                actions.append(Action(t, "write", "malformed", malformed_bytes(sc.protocol, fault.what)))
+                yield Action(t, "write", "malformed", malformed_bytes(sc.protocol, fault.what))
             elif isinstance(fault, TruncatedChunk):
                 nxt = units[i].payload if i < len(units) else b"partial chunk payload"
-                actions.append(Action(t, "truncate", "truncated_chunk", nxt[: max(1, len(nxt) // 2)]))
-                stopped = True
-                break
-        if stopped:
-            break
+                yield Action(t, "truncate", "truncated_chunk", nxt[: max(1, len(nxt) // 2)])
+                return
         if i == len(units):
-            actions.append(Action(t, "end", "end"))
-            break
+            yield Action(t, "end", "end")
+            return
         unit = units[i]
-        actions.append(Action(t, "write", unit.kind, unit.payload))
+        yield Action(t, "write", unit.kind, unit.payload)
         if i < len(units) - 1:
             t += plan.gaps[i]
-    return _finish(sc, actions, content_type, plan)
 
 
-def _finish(sc, actions: list[Action], content_type: str, plan: Plan) -> Response:
+def _finish(sc: Scenario, actions: Iterator[Action], content_type: str, plan: Plan) -> Response:
     ping = ping_bytes(sc.protocol) if sc.ping_every else None
     if ping is not None:
         actions = _with_pings(actions, ping, sc.ping_every)
@@ -196,6 +194,7 @@ def _finish(sc, actions: list[Action], content_type: str, plan: Plan) -> Respons
     headers = [("content-type", content_type), ("cache-control", "no-cache")]
     declared: int | None = None
     if sc.framing == "length":
+        actions = list(actions)  # Content-Length needs the whole body up front
         declared = _declared_length(actions, plan)
         headers.append(("content-length", str(declared)))
     elif sc.framing == "chunked":
@@ -225,23 +224,20 @@ def _declared_length(actions: list[Action], plan: Plan) -> int:
     return max(healthy, written + 1)
 
 
-def _with_pings(actions: list[Action], ping: bytes, every: float) -> list[Action]:
+def _with_pings(actions: Iterable[Action], ping: bytes, every: float) -> Iterator[Action]:
     """Insert pings wherever the body would otherwise be silent for ``every`` seconds."""
-    out: list[Action] = []
     last = 0.0
     for a in actions:
         while a.t - last >= every:
             last += every
-            out.append(Action(last, "write", "ping", ping))
-        out.append(a)
+            yield Action(last, "write", "ping", ping)
+        yield a
         if a.op == "write" and a.data:
             last = a.t
-    return out
 
 
-def _buffered(actions: list[Action], until: int | None) -> list[Action]:
+def _buffered(actions: Iterable[Action], until: int | None) -> Iterator[Action]:
     """Hold writes until ``until`` bytes are pending (or the end), then release them at once."""
-    out: list[Action] = []
     pending: list[bytes] = []
     size = 0
     for a in actions:
@@ -251,14 +247,13 @@ def _buffered(actions: list[Action], until: int | None) -> list[Action]:
             pending.append(a.data)
             size += len(a.data)
             if until is not None and size >= until:
-                out.append(Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending)))
+                yield Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending))
                 pending, size = [], 0
             continue
         if pending:
-            out.append(Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending)))
+            yield Action(a.t, "write", f"buffered({len(pending)})", b"".join(pending))
             pending, size = [], 0
-        out.append(a)
-    return out
+        yield a
 
 
 def _status_response(protocol: str, fault: HttpStatus, headers_delay: float) -> Response:
@@ -277,7 +272,7 @@ def _status_response(protocol: str, fault: HttpStatus, headers_delay: float) -> 
         reason=_REASONS.get(fault.status, "Error"),
         headers=headers,
         framing="length",
-        actions=[Action(0.0, "write", "error_body", body), Action(0.0, "end", "end")],
+        actions=iter([Action(0.0, "write", "error_body", body), Action(0.0, "end", "end")]),
         headers_delay=headers_delay,
         content_length=len(body),
     )

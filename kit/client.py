@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import random
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from ._loop import run_sync
 from ._redact import redact_headers, redact_url
 from .policy import Policy
 from .protocols import PROTOCOLS, SSEParser
+from .retry import decide as _retry_decide
 from .trace import Attempt, Outcome, Trace
 
 __all__ = ["astream", "stream"]
@@ -36,6 +38,7 @@ _PATHS = {
 }
 _KNOWN_SUFFIXES = ("/v1/messages", "/chat/completions", "/stream")
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the message
+_TIMEOUT_FIELDS = ("connect", "headers", "first_chunk", "idle", "total")
 
 
 def default_body(protocol: str) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def stream(
     method: str = "POST",
     trial: str | None = None,
     max_event_bytes: int | None = 16 * 1024 * 1024,
+    seed: int | None = None,
 ) -> Trace:
     """Stream one request and return its :class:`~kit.trace.Trace` (blocking).
 
@@ -82,6 +86,7 @@ def stream(
             method=method,
             trial=trial,
             max_event_bytes=max_event_bytes,
+            seed=seed,
         )
     )
 
@@ -97,8 +102,13 @@ async def astream(
     client: httpx.AsyncClient | None = None,
     trial: str | None = None,
     max_event_bytes: int | None = 16 * 1024 * 1024,
+    seed: int | None = None,
 ) -> Trace:
-    """Async :func:`stream`; pass ``client`` to reuse an ``httpx.AsyncClient`` and its pool."""
+    """Async :func:`stream`; pass ``client`` to reuse an ``httpx.AsyncClient`` and its pool.
+
+    The policy's retries (see :mod:`kit.retry`) add attempts to the trace, each with its
+    ``wait_before``; ``seed`` (else ``policy.seed``) seeds the backoff jitter.
+    """
     policy = policy if policy is not None else Policy()
     if not isinstance(policy, Policy):
         raise ConfigError("policy", policy, "expected a kit.Policy")
@@ -125,8 +135,25 @@ async def astream(
     if client is None:
         client = httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False)
     try:
-        attempt = _new_attempt(trace, 1, method, target)
-        await _run_attempt(client, attempt, target, trace, policy, body, headers, trial, max_event_bytes)
+        rng = random.Random(seed if seed is not None else policy.seed)
+        wait = 0.0
+        for index in range(1, policy.max_retries + 2):
+            attempt = _new_attempt(trace, index, method, target, wait)
+            await _run_attempt(client, attempt, target, trace, policy, body, headers, trial, max_event_bytes)
+            decision = _retry_decide(
+                policy,
+                attempt.outcome or Outcome("connect", "cancelled"),
+                retries_done=index - 1,
+                status=attempt.status,
+                headers=attempt.headers,
+                u=rng.random(),
+            )
+            if not decision.retry:
+                break
+            wait = decision.wait
+            if policy.total is not None and now_ns() + wait * 1e9 >= trace.start_ns + policy.total * 1e9:
+                break  # the call's deadline would pass while waiting: the client gives up here
+            await asyncio.sleep(wait)
     finally:
         trace.end_ns = now_ns()
         if own_client:
@@ -217,7 +244,7 @@ async def _run_attempt(
     max_event_bytes: int | None,
 ) -> None:
     clock = _Clock(policy, attempt.start_ns, trace.start_ns)
-    attempt.deadlines = {k: v for k, v in policy.to_dict().items() if k != "name" and v is not None}
+    attempt.deadlines = {k: v for k in _TIMEOUT_FIELDS if (v := getattr(policy, k)) is not None}
     conn_events = attempt.connection
 
     async def on_trace(name: str, info: Mapping[str, Any]) -> None:
@@ -461,9 +488,17 @@ def _is_reset(exc: BaseException | None) -> bool:
     return False
 
 
+def _describe(exc: BaseException) -> str:
+    """The exception's message, or its cause's when httpx wrapped an OSError without one."""
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    return str(cause) if cause is not None else type(exc).__name__
+
+
 def _classify_error(exc: httpx.HTTPError, attempt: Attempt, clock: _Clock) -> Outcome:
     phase = _phase_for(attempt, clock)
-    msg = str(exc) or type(exc).__name__
+    msg = _describe(exc)
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return Outcome("connect", "timeout.connect", msg)
     if isinstance(exc, httpx.TimeoutException):  # a caller's own httpx client timeouts
@@ -484,6 +519,4 @@ def _classify_error(exc: httpx.HTTPError, attempt: Attempt, clock: _Clock) -> Ou
 
 
 def _attach_server_log(attempt: Attempt) -> None:
-    from .server import find_server_log  # same-process servers only; see Trace.server
-
-    attempt.server_log = find_server_log(attempt.request_id)
+    attempt.refresh_server_log()

@@ -9,6 +9,7 @@ OpenAI chat-completion chunks ending in ``data: [DONE]``, NDJSON, and raw blocks
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -32,7 +33,8 @@ class SSEEvent:
     """One dispatched server-sent event.
 
     ``event`` is the type (``"message"`` when the stream gave none); ``size`` is the
-    number of bytes of the lines that made it up, line ends included.
+    number of bytes of the lines that made it up, each line end counted as one byte
+    (so CRLF and LF streams, split anywhere, give the same sizes).
     """
 
     event: str
@@ -91,7 +93,6 @@ class SSEParser:
             self._pending_cr = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-                self._size += 1
         buf = self._buf + chunk if self._buf else chunk
         if not self._bom_checked:
             if len(buf) < 3 and b"\xef\xbb\xbf".startswith(buf):
@@ -117,7 +118,7 @@ class SSEParser:
                 end, nxt = lf, lf + 1
             else:
                 break
-            event = self._line(buf[start:end], nxt - start)
+            event = self._line(buf[start:end], end - start + 1)
             if event is not None:
                 events.append(event)
             start = nxt
@@ -334,8 +335,13 @@ def raw_units(events: int, event_size: int = 1024) -> list[Unit]:
     return [Unit("block", block) for _ in range(events)]
 
 
-def generate_units(protocol: str, events: int, event_size: int | None = None) -> list[Unit]:
-    """The units of a healthy stream in ``protocol``."""
+@functools.lru_cache(maxsize=256)
+def generate_units(protocol: str, events: int, event_size: int | None = None) -> tuple[Unit, ...]:
+    """The units of a healthy stream in ``protocol`` (cached: they are immutable)."""
+    return tuple(_generate_units(protocol, events, event_size))
+
+
+def _generate_units(protocol: str, events: int, event_size: int | None) -> list[Unit]:
     if protocol == "anthropic":
         return anthropic_units(events, event_size or 8)
     if protocol == "openai":

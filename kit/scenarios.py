@@ -539,7 +539,7 @@ class Plan:
     """One attempt's concrete schedule: the units and the gaps before each after the first."""
 
     scenario: Scenario
-    units: list[Unit]
+    units: tuple[Unit, ...]
     gaps: list[float]
     attempt: int = 1
 

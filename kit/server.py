@@ -32,6 +32,7 @@ import h11
 
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
+from ._isolated import IsolatedServer
 from ._loop import LoopThread
 from ._schedule import Response, build_response
 from .scenarios import PRESETS, Scenario
@@ -102,6 +103,10 @@ class FaultServer:
     Use it as a context manager (``with`` or ``async with``) or call
     :meth:`start`/:meth:`stop`. ``port=0`` picks a free port. Binding anything but a
     loopback address requires ``allow_remote=True`` and warns.
+
+    ``isolate=True`` runs the server in a child process instead (same API): use it
+    when one process also drives many concurrent clients, which would otherwise
+    delay the server's writes by competing for the interpreter lock.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class FaultServer:
         *,
         allow_remote: bool = False,
         on_request: Callable[[dict[str, Any]], None] | None = None,
+        isolate: bool = False,
     ) -> None:
         if not _is_loopback(host) and not allow_remote:
             raise ConfigError(
@@ -120,6 +126,9 @@ class FaultServer:
             warnings.warn(f"FaultServer is binding {host}: it is reachable from other machines", stacklevel=2)
         self.host = host
         self._port = port
+        self._allow_remote = allow_remote
+        self.isolate = isolate
+        self._child: IsolatedServer | None = None
         self._thread = LoopThread("kit-fault-server")
         self._server: asyncio.base_events.Server | None = None
         self._registry: dict[str, Scenario] = {}
@@ -137,7 +146,11 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         """Start serving; returns once the port is bound."""
-        if self._server is not None:
+        if self._server is not None or self._child is not None:
+            return self
+        if self.isolate:
+            self._child = IsolatedServer(self.host, self._port, self._allow_remote, self._receive_log, self._record_request)
+            _ALL_SERVERS.add(self)
             return self
         self._thread.start()
         try:
@@ -153,6 +166,11 @@ class FaultServer:
 
     def stop(self) -> None:
         """Close every connection and the listening socket; join the thread."""
+        if self._child is not None:
+            self._child.stop()
+            self._child = None
+            _ALL_SERVERS.discard(self)
+            return
         if self._server is None:
             return
         with contextlib.suppress(RuntimeError):
@@ -188,6 +206,8 @@ class FaultServer:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) the server listens on."""
+        if self._child is not None:
+            return self._child.address
         if self._server is None:
             raise ServerError("the FaultServer is not running; use it in a `with` block or call start()")
         return self._server.sockets[0].getsockname()[:2]
@@ -212,7 +232,10 @@ class FaultServer:
             return scenario.name
         token = f"{scenario.name or 'custom'}-{scenario.key}"
         with self._lock:
+            known = self._registry.get(token) == scenario
             self._registry[token] = scenario
+        if self._child is not None and not known:
+            self._child.call("register", scenario.to_dict())
         return token
 
     def scenarios(self) -> dict[str, Scenario]:
@@ -224,12 +247,26 @@ class FaultServer:
         """Forget per-scenario attempt counters (for clients that send no attempt header)."""
         with self._lock:
             self._attempts.clear()
+        if self._child is not None:
+            self._child.call("reset")
 
     # -- logs --------------------------------------------------------------------
 
     def log_for(self, request_id: str) -> list[ServerLogEntry]:
         """The log entries of one request."""
         return list(self._by_request.get(request_id, ()))
+
+    def _receive_log(self, rows: list[tuple]) -> None:
+        for row in rows:
+            entry = ServerLogEntry(*row)
+            self.log.append(entry)
+            self._by_request.setdefault(entry.request_id, []).append(entry)
+
+    def _record_request(self, info: dict[str, Any]) -> None:
+        self.requests.append(info)
+        if self._on_request is not None:
+            with contextlib.suppress(Exception):
+                self._on_request(info)
 
     def log_df(self):
         """The whole log as a DataFrame (one row per :class:`ServerLogEntry`)."""
@@ -406,10 +443,7 @@ class FaultServer:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-        self.requests.append(info)
-        if self._on_request is not None:
-            with contextlib.suppress(Exception):
-                self._on_request(info)
+        self._record_request(info)
         return info["end"] == "end" and response.framing != "close"
 
     def _attempt_number(self, token: str, trial: str, headers: dict[str, str]) -> int:

@@ -58,6 +58,8 @@ CAUSES = (
     "cancelled",
 )
 
+_FINAL_SERVER_KINDS = frozenset({"end", "close", "reset", "truncate", "client_closed"})
+
 CHUNK_COLUMNS = ["attempt", "request_id", "seq", "t_ns", "t", "t_attempt", "size", "cum_bytes", "gap"]
 EVENT_COLUMNS = ["attempt", "request_id", "seq", "t_ns", "t", "t_attempt", "type", "size"]
 SERVER_COLUMNS = ["request_id", "connection", "scenario", "attempt", "seq", "kind", "nbytes", "scheduled_ns", "t_ns"]
@@ -136,6 +138,21 @@ class Attempt:
     @property
     def first_event_type(self) -> str | None:
         return self.event_type[0] if self.event_type else None
+
+    def refresh_server_log(self) -> None:
+        """Pick up server log entries that arrived after the attempt ended.
+
+        A server in another process (``FaultServer(isolate=True)``) ships its log a few
+        milliseconds late, and a server keeps logging after a client gives up (it
+        notices the disconnect later); the log is complete once it has a final entry.
+        """
+        if self.server_log and self.server_log[-1].kind in _FINAL_SERVER_KINDS:
+            return
+        from .server import find_server_log  # same-process servers only
+
+        entries = find_server_log(self.request_id)
+        if len(entries) > len(self.server_log):
+            self.server_log = entries
 
     def event_time(self, name: str) -> int | None:
         """The time of the first connection event called ``name`` (httpcore trace names)."""
@@ -259,6 +276,7 @@ class Trace:
         ``t`` (s since the call start) and ``late_s`` (actual minus scheduled send time)."""
         rows = []
         for a in self.attempts:
+            a.refresh_server_log()
             for e in a.server_log:
                 rows.append(
                     {

@@ -1,0 +1,164 @@
+"""The fault server: routing, bad requests, logs, lifecycle (real sockets on loopback)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import httpx
+import pytest
+
+import kit
+
+
+def test_unknown_scenario_is_404_naming_the_known_ones(server):
+    r = httpx.post(server.url + "/s/empty200/v1/messages", json={})
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert "empty200" in err["message"] and "empty_200" in err["known_scenarios"]
+
+
+def test_path_without_scenario_is_404(server):
+    assert httpx.post(server.url + "/v1/messages", json={}).status_code == 404
+
+
+def test_root_lists_scenarios(server):
+    listing = httpx.get(server.url + "/").json()["scenarios"]
+    assert listing["ok"].endswith("/s/ok")
+
+
+def test_malformed_request_body_is_400(server):
+    r = httpx.post(server.url_for("ok") + "/v1/messages", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "not valid JSON" in r.json()["error"]["message"]
+
+
+def test_garbage_request_line_is_400(server):
+    with socket.create_connection(server.address) as s:
+        s.sendall(b"\x00\x01 garbage\r\n\r\n")
+        assert s.recv(1024).startswith(b"HTTP/1.1 400")
+
+
+def test_request_body_over_the_cap_is_413(server):
+    r = httpx.post(server.url_for("ok") + "/v1/messages", content=b"x" * (2 << 20), headers={"content-type": "text/plain"})
+    assert r.status_code == 413
+
+
+def test_any_path_under_the_base_gets_the_scenario(server):
+    for path in ("/v1/messages", "/v1/chat/completions", "/stream", "/anything/else"):
+        r = httpx.post(server.url_for("overloaded_529") + path, json={})
+        assert r.status_code == 529
+
+
+def test_custom_scenarios_get_distinct_urls(server):
+    a = server.url_for(kit.Scenario(events=1))
+    b = server.url_for(kit.Scenario(events=2))
+    assert a != b and isinstance(a, kit.ScenarioURL) and a.scenario.events == 1
+    assert a.with_origin("http://127.0.0.1:1").startswith("http://127.0.0.1:1/s/")
+
+
+def test_log_has_scheduled_and_actual_times(server):
+    sc = kit.Scenario(events=5, gap=0.02, first_byte_delay=0.05)
+    trace = kit.stream(server.url_for(sc))
+    log = trace.server
+    writes = log[log["kind"] == "content_block_delta"]
+    assert len(writes) == 5
+    assert (writes["late_s"].abs() < 0.05).all()
+    first = log[log["kind"] == "message_start"].iloc[0]
+    headers = log[log["kind"] == "headers"].iloc[0]
+    assert abs((first["scheduled_ns"] - headers["t_ns"]) / 1e9 - 0.05) < 0.001
+
+
+def test_attempt_header_selects_the_per_attempt_scenario(server):
+    url = server.url_for("fail_fail_succeed") + "/v1/messages"
+    statuses = [httpx.post(url, json={}, headers={"x-kit-attempt": str(n)}).status_code for n in (1, 2, 3)]
+    assert statuses == [529, 529, 200]
+
+
+def test_stainless_retry_count_is_an_attempt_number(server):
+    url = server.url_for("fail_fail_succeed") + "/v1/messages"
+    assert httpx.post(url, json={}, headers={"x-stainless-retry-count": "2"}).status_code == 200
+
+
+def test_keep_alive_reuses_the_connection(server):
+    with httpx.Client() as c:
+        for _ in range(3):
+            assert c.post(server.url_for("overloaded_529") + "/v1/messages", json={}).status_code == 529
+    conns = {r["request_id"] for r in server.requests}
+    assert conns
+
+
+def test_on_request_callback_sees_each_request():
+    seen = []
+    with kit.FaultServer(on_request=seen.append) as srv:
+        kit.stream(srv.url_for("empty_200"))
+    assert seen and seen[-1]["scenario"] == "empty_200" and seen[-1]["end"] == "end"
+
+
+def test_non_loopback_bind_is_refused():
+    with pytest.raises(kit.ConfigError) as info:
+        kit.FaultServer(host="0.0.0.0")
+    assert info.value.field == "host"
+
+
+def test_taken_port_is_a_clear_error(server):
+    with pytest.raises(kit.ServerError, match="cannot bind"):
+        kit.FaultServer(port=server.address[1]).start()
+
+
+def test_stop_leaves_no_threads_or_sockets():
+    before = set(threading.enumerate())
+    srv = kit.FaultServer().start()
+    port = srv.address[1]
+    # leave a stream hanging to check that stop() tears it down
+    sc = kit.Scenario(events=3, faults=[kit.Stall(after=1)])
+    t = threading.Thread(target=kit.stream, args=(srv.url_for(sc),), kwargs={"policy": kit.Policy(total=3)})
+    t.start()
+    import time
+
+    time.sleep(0.3)
+    srv.stop()
+    t.join(5)
+    assert not t.is_alive()
+    assert set(threading.enumerate()) <= before
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_server_survives_a_client_that_disappears(server):
+    with socket.create_connection(server.address) as s:
+        body = json.dumps({}).encode()
+        s.sendall(
+            b"POST /s/stall_mid_stream/v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        s.recv(100)
+    assert kit.stream(server.url_for("ok")).ok
+
+
+def test_async_context_manager():
+    import asyncio
+
+    async def main():
+        async with kit.FaultServer() as srv:
+            return (await kit.astream(srv.url_for("ok"))).ok
+
+    assert asyncio.run(main())
+
+
+def test_isolated_server_has_the_same_api():
+    with kit.FaultServer(isolate=True) as srv:
+        custom = kit.Scenario(events=3, gap=0.001, faults=[kit.Close(after=4)])
+        cut = kit.stream(srv.url_for(custom))
+        ok = kit.stream(srv.url_for("ok"))
+        assert cut.outcome.cause == "closed" and ok.ok
+        import time
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (ok.server.empty or len(srv.requests) < 2):
+            time.sleep(0.05)
+        assert ok.server["kind"].iloc[-1] == "end"
+        assert len(srv.requests) == 2
+    with pytest.raises(kit.ServerError):
+        srv.address
