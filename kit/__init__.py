@@ -5,14 +5,21 @@ The curated public names; see docs/architecture.md for the map of the package.
 
 from __future__ import annotations
 
+from . import atlas, node, sdk  # submodules: kit.atlas.lookup, kit.sdk.run, kit.node.run
 from ._errors import BundleError, ConfigError, KitError, ServerError
+from .bundle import compare, load, rerun
 from .client import astream, stream
+from .experiment import Experiment
+from .har import from_har
+from .instrument import Recorder, instrument
 from .policy import Policy
+from .result import Result
 from .scenarios import (
     Buffer,
     Close,
     ErrorEvent,
     Gap,
+    Hostile,
     HttpStatus,
     Malformed,
     NoTerminator,
@@ -32,6 +39,12 @@ __all__ = [
     "METRICS",
     "PHASES",
     "Attempt",
+    "Experiment",
+    "Result",
+    "compare",
+    "from_har",
+    "load",
+    "rerun",
     "BundleError",
     "Buffer",
     "Close",
@@ -39,12 +52,14 @@ __all__ = [
     "ErrorEvent",
     "FaultServer",
     "Gap",
+    "Hostile",
     "HttpStatus",
     "KitError",
     "Malformed",
     "NoTerminator",
     "Outcome",
     "Policy",
+    "Recorder",
     "Reset",
     "Scenario",
     "ScenarioURL",
@@ -54,5 +69,9 @@ __all__ = [
     "TruncatedChunk",
     "WrongFormat",
     "astream",
+    "atlas",
+    "instrument",
+    "node",
+    "sdk",
     "stream",
 ]

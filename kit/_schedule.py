@@ -8,7 +8,6 @@ loop small. Times are seconds after the response headers were written.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -16,6 +15,7 @@ from typing import Literal
 from .protocols import error_bytes, malformed_bytes, ping_bytes
 from .scenarios import (
     Buffer,
+    Hostile,
     Close,
     ErrorEvent,
     HttpStatus,
@@ -31,13 +31,14 @@ from .scenarios import (
 
 __all__ = ["Action", "Response", "build_response"]
 
-Op = Literal["write", "end", "close", "reset", "truncate", "hang"]
+Op = Literal["write", "raw", "end", "close", "reset", "truncate", "hang"]
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     """At ``t`` seconds after the headers: write ``data`` (a body piece, unframed) or end.
 
+    ``raw``: write ``data`` as is, outside the body's framing (hostile bytes);
     ``end``: finish the body cleanly; ``close``: FIN mid-framing; ``reset``: RST;
     ``truncate``: declare a chunk of ``len(data) * 2`` bytes, write ``data``, FIN;
     ``hang``: stop writing forever (pings continue if ``ping`` is set).
@@ -62,6 +63,7 @@ class Response:
     ping: bytes | None = None
     ping_every: float | None = None
     content_length: int | None = None
+    endless_headers: bool = False
 
 
 _REASONS = {
@@ -137,7 +139,7 @@ def build_response(plan: Plan) -> Response:
             ).encode()
         else:
             content_type = "application/octet-stream"
-            body = os.urandom(2048)
+            body = plan.rng("wrong_format").randbytes(2048)
         actions = [
             Action(sc.first_byte_delay, "write", "wrong_format", body),
             Action(sc.first_byte_delay, "end", "end"),
@@ -171,6 +173,10 @@ def _timeline(plan: Plan, units) -> Iterator[Action]:
                 return
             elif isinstance(fault, Malformed):
                 yield Action(t, "write", "malformed", malformed_bytes(sc.protocol, fault.what))
+            elif isinstance(fault, Hostile):
+                yield from _hostile(plan, fault, t)
+                if fault.what != "invalid_utf8":
+                    return
             elif isinstance(fault, TruncatedChunk):
                 nxt = units[i].payload if i < len(units) else b"partial chunk payload"
                 yield Action(t, "truncate", "truncated_chunk", nxt[: max(1, len(nxt) // 2)])
@@ -184,13 +190,56 @@ def _timeline(plan: Plan, units) -> Iterator[Action]:
             t += plan.gaps[i]
 
 
-def _finish(sc: Scenario, actions: Iterator[Action], content_type: str, plan: Plan) -> Response:
+def _hostile(plan: Plan, fault: Hostile, t: float) -> Iterator[Action]:
+    """Hostile bytes at ``t``; every kind but ``invalid_utf8`` ends the response."""
+    rng = plan.rng("hostile")
+    if fault.what == "random_bytes":
+        left = fault.size
+        while left > 0:
+            n = min(left, rng.randint(1, 4096))
+            yield Action(t, "write", "random_bytes", rng.randbytes(n))
+            left -= n
+        yield Action(t, "end", "end")
+    elif fault.what == "huge_event":
+        piece = b"x" * 65536
+        yield Action(t, "write", "huge_event", b"data: ")
+        left = fault.size
+        while left > 0:
+            yield Action(t, "write", "huge_event", piece[: min(left, len(piece))])
+            left -= len(piece)
+        yield Action(t, "write", "huge_event", b"\n\n")
+        yield Action(t, "end", "end")
+    elif fault.what == "bad_chunk_size":
+        yield Action(t, "raw", "bad_chunk_size", b"zz\r\nnot a hex size\r\n")
+        yield Action(t, "close", "close")
+    elif fault.what == "invalid_utf8":
+        event = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "\xff\xfe\xc3"}}\n\n'
+        yield Action(t, "write", "invalid_utf8", event)
+
+
+def _rechunked(actions: Iterable[Action], rng) -> Iterator[Action]:
+    """Cut every write into HTTP chunks of random sizes (1 byte to 1 KiB): still a valid body."""
+    for a in actions:
+        if a.op != "write" or len(a.data) <= 1:
+            yield a
+            continue
+        data, i = a.data, 0
+        while i < len(data):
+            n = rng.randint(1, 1024)
+            yield Action(a.t, "write", a.kind, data[i : i + n])
+            i += n
+
+
+def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Plan) -> Response:
     ping = ping_bytes(sc.protocol) if sc.ping_every else None
     if ping is not None:
         actions = _with_pings(actions, ping, sc.ping_every)
     buffer = plan.fault(Buffer)
     if isinstance(buffer, Buffer):
         actions = _buffered(actions, buffer.until_bytes)
+    hostile = plan.fault(Hostile)
+    if isinstance(hostile, Hostile) and hostile.what == "random_chunks":
+        actions = _rechunked(actions, plan.rng("chunks"))
     headers = [("content-type", content_type), ("cache-control", "no-cache")]
     declared: int | None = None
     if sc.framing == "length":
@@ -211,6 +260,7 @@ def _finish(sc: Scenario, actions: Iterator[Action], content_type: str, plan: Pl
         ping=ping,
         ping_every=sc.ping_every,
         content_length=declared,
+        endless_headers=isinstance(hostile, Hostile) and hostile.what == "endless_headers",
     )
     return resp
 

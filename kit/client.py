@@ -176,60 +176,58 @@ def _new_attempt(trace: Trace, index: int, method: str, target: str, wait_before
 
 
 class _Clock:
-    """Moves one ``asyncio.timeout`` deadline as the attempt changes phase."""
+    """Moves one ``asyncio.timeout`` deadline as the attempt changes phase.
 
-    __slots__ = ("_phase_deadline", "cause", "cm", "loop", "phase", "policy", "total_ns")
+    The deadline is the earlier of the current phase's limit and the call's ``total``
+    deadline; ``cause`` says which one it is, so a timeout is classified without guessing.
+    """
+
+    __slots__ = ("_phase_cause", "_phase_deadline", "cause", "cm", "loop", "phase", "policy", "total_ns")
 
     def __init__(self, policy: Policy, start_ns: int, call_start_ns: int) -> None:
         self.policy = policy
-        self.phase = "connect"
-        self.cause = "timeout.connect"
         self.cm: asyncio.Timeout | None = None
         self.loop = asyncio.get_running_loop()
         self.total_ns = call_start_ns + int(policy.total * 1e9) if policy.total else None
+        self.phase = "connect"
+        self.cause = "timeout.total"
         self._phase_deadline: int | None = None
+        self._phase_cause = "timeout.connect"
         self.enter("connect", start_ns)
 
     def enter(self, phase: str, t_ns: int) -> None:
         """Enter ``phase`` at ``t_ns``: its limit starts counting from then."""
         p = self.policy
         self.phase = phase
-        limit, cause = None, None
+        if phase == "headers":
+            return  # the headers limit started counting with `send`
         if phase == "connect":
             limit, cause = p.connect, "timeout.connect"
         elif phase == "send":
             limit, cause = p.headers, "timeout.headers"
-        elif phase == "headers":
-            limit, cause = None, "timeout.headers"  # the headers limit started with `send`
-            self._reschedule(self._phase_deadline, cause)
-            return
-        elif phase == "first_chunk":
-            if p.first_chunk is not None:
-                limit, cause = p.first_chunk, "timeout.first_chunk"
-            else:
-                limit, cause = p.idle, "timeout.idle"
-        elif phase in ("stream", "done"):
+        elif phase == "first_chunk" and p.first_chunk is not None:
+            limit, cause = p.first_chunk, "timeout.first_chunk"
+        else:  # first_chunk without its own limit, stream, done: the idle limit
             limit, cause = p.idle, "timeout.idle"
-        deadline = t_ns + int(limit * 1e9) if limit is not None else None
-        self._reschedule(deadline, cause)
+        self._set(t_ns + int(limit * 1e9) if limit is not None else None, cause)
 
     def chunk(self, t_ns: int) -> None:
         """A body chunk arrived: the idle limit restarts."""
         if self.policy.idle is not None:
-            self._reschedule(t_ns + int(self.policy.idle * 1e9), "timeout.idle")
+            self._set(t_ns + int(self.policy.idle * 1e9), "timeout.idle")
 
-    def _reschedule(self, phase_deadline: int | None, cause: str | None) -> None:
-        self._phase_deadline = phase_deadline
-        deadline, self.cause = phase_deadline, cause or "timeout.total"
+    def arm(self, cm: asyncio.Timeout) -> None:
+        """Attach the ``asyncio.timeout`` this clock drives."""
+        self.cm = cm
+        self._set(self._phase_deadline, self._phase_cause)
+
+    def _set(self, phase_deadline: int | None, phase_cause: str) -> None:
+        self._phase_deadline, self._phase_cause = phase_deadline, phase_cause
+        deadline, self.cause = phase_deadline, phase_cause
         if self.total_ns is not None and (deadline is None or self.total_ns <= deadline):
             deadline, self.cause = self.total_ns, "timeout.total"
         if self.cm is not None:
-            when = None if deadline is None else self.loop.time() + (deadline - now_ns()) / 1e9
-            self.cm.reschedule(when)
-
-    def arm(self, cm: asyncio.Timeout) -> None:
-        self.cm = cm
-        self._reschedule(self._phase_deadline, self.cause if self.cause != "timeout.total" else None)
+            self.cm.reschedule(None if deadline is None else self.loop.time() + (deadline - now_ns()) / 1e9)
 
 
 async def _run_attempt(
@@ -296,7 +294,7 @@ async def _run_attempt(
             finally:
                 await response.aclose()
     except TimeoutError:
-        attempt.outcome = Outcome(_phase_for_timeout(attempt, clock), clock.cause, _timeout_message(clock))
+        attempt.outcome = Outcome(_phase_for(attempt, clock), clock.cause, _timeout_message(clock))
     except asyncio.CancelledError:
         attempt.outcome = Outcome(_phase_for(attempt, clock), "cancelled", "cancelled by the caller")
         attempt.end_ns = now_ns()
@@ -332,10 +330,6 @@ def _phase_for(attempt: Attempt, clock: _Clock) -> str:
     return clock.phase
 
 
-def _phase_for_timeout(attempt: Attempt, clock: _Clock) -> str:
-    return _phase_for(attempt, clock)
-
-
 def _timeout_message(clock: _Clock) -> str:
     p = clock.policy
     limit = {
@@ -369,13 +363,24 @@ class _BodyReader:
                 self._check_sse(ev.event, ev.data)
                 if self.stop is not None:
                     return
-            if self.sse.bad_lines and self.stop is None:
-                self.stop = Outcome("stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)")
-            elif self.sse.oversized and self.stop is None:
-                self.stop = Outcome("stream", "malformed", f"an event larger than {self.max_event_bytes} bytes")
+            if self.stop is None:
+                if self.sse.oversized:
+                    self.stop = Outcome(
+                        "stream", "malformed", f"an event over the client's cap of max_event_bytes={self.max_event_bytes}"
+                    )
+                elif self.sse.bad_lines:
+                    self.stop = Outcome("stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)")
+                elif self.sse.decode_errors:
+                    self.stop = Outcome("stream", "malformed", "event data that is not valid UTF-8")
         elif self.kind == "ndjson":
             buf = self.line_buf + data
             *lines, self.line_buf = buf.split(b"\n")
+            if self.max_event_bytes is not None and len(self.line_buf) > self.max_event_bytes:
+                self.line_buf = b""
+                self.stop = Outcome(
+                    "stream", "malformed", f"an NDJSON line over the client's cap of max_event_bytes={self.max_event_bytes}"
+                )
+                return
             for line in lines:
                 if not line.strip():
                     continue

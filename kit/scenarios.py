@@ -34,6 +34,7 @@ __all__ = [
     "ErrorEvent",
     "Fault",
     "Gap",
+    "Hostile",
     "HttpStatus",
     "Malformed",
     "NoTerminator",
@@ -328,6 +329,32 @@ class Buffer(Fault):
             _count("buffer.until_bytes", self.until_bytes)
 
 
+HOSTILE_KINDS = ("random_bytes", "random_chunks", "bad_chunk_size", "huge_event", "endless_headers", "invalid_utf8")
+
+
+@dataclass(frozen=True)
+class Hostile(Fault):
+    """Bytes no well-behaved server sends, to prove a client survives them.
+
+    ``what``: ``random_bytes`` (``size`` seeded random bytes as the body), ``random_chunks``
+    (the healthy stream cut into HTTP chunks of random sizes: still valid),
+    ``bad_chunk_size`` (a chunk-size line that is not hex), ``huge_event`` (one SSE
+    event of ``size`` bytes, streamed in pieces), ``endless_headers`` (header lines
+    forever, never a body), ``invalid_utf8`` (an event whose data is not UTF-8).
+    """
+
+    kind: ClassVar[str] = "hostile"
+    what: str = "random_bytes"
+    size: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.what not in HOSTILE_KINDS:
+            raise ConfigError.unknown("hostile.what", self.what, HOSTILE_KINDS)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ConfigError("hostile.size", self.size, "expected a whole number of bytes >= 1")
+
+
 FAULT_KINDS: dict[str, type[Fault]] = {
     cls.kind: cls
     for cls in (
@@ -341,6 +368,7 @@ FAULT_KINDS: dict[str, type[Fault]] = {
         HttpStatus,
         WrongFormat,
         Buffer,
+        Hostile,
     )
 }
 
@@ -431,6 +459,8 @@ class Scenario:
                 )
             if isinstance(f, TruncatedChunk) and self.framing != "chunked":
                 raise ConfigError("truncated_chunk", self.framing, "needs framing='chunked'")
+            if isinstance(f, Hostile) and f.what in ("random_chunks", "bad_chunk_size") and self.framing != "chunked":
+                raise ConfigError(f"hostile.{f.what}", self.framing, "needs framing='chunked'")
 
     # -- construction -------------------------------------------------------------
 
@@ -531,7 +561,7 @@ class Scenario:
         units = generate_units(sc.protocol, sc.events, sc.event_size)
         rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
         gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
-        return Plan(scenario=sc, units=units, gaps=gaps, attempt=attempt)
+        return Plan(scenario=sc, units=units, gaps=gaps, attempt=attempt, key=key)
 
 
 @dataclass(frozen=True)
@@ -542,13 +572,20 @@ class Plan:
     units: tuple[Unit, ...]
     gaps: list[float]
     attempt: int = 1
+    key: str = ""
+
+    def rng(self, purpose: str) -> random.Random:
+        """A random source for ``purpose``, seeded by (seed, trial key, attempt)."""
+        return random.Random(f"{self.scenario.seed}:{self.key}:{self.attempt}:{purpose}")
 
     def faults_at(self, index: int) -> list[Fault]:
         """Faults that act after ``index`` units, in the order given."""
         return [
             f
             for f in self.scenario.faults
-            if f.after == index and not isinstance(f, (HttpStatus, WrongFormat, NoTerminator, Buffer))
+            if f.after == index
+            and not isinstance(f, (HttpStatus, WrongFormat, NoTerminator, Buffer))
+            and not (isinstance(f, Hostile) and f.what in ("random_chunks", "endless_headers"))
         ]
 
     def fault(self, cls: type[Fault]) -> Fault | None:

@@ -18,6 +18,7 @@ import contextlib
 import ipaddress
 import itertools
 import json
+import logging
 import socket
 import struct
 import threading
@@ -41,6 +42,8 @@ __all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry"]
 
 MAX_REQUEST_BODY = 1 << 20  # 1 MiB: a chat request is a few KB; refuse more with 413
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris guard)
+
+_logger = logging.getLogger("kit.server")
 
 _ALL_SERVERS: weakref.WeakSet[FaultServer] = weakref.WeakSet()
 
@@ -104,7 +107,9 @@ class FaultServer:
     :meth:`start`/:meth:`stop`. ``port=0`` picks a free port. Binding anything but a
     loopback address requires ``allow_remote=True`` and warns.
 
-    ``isolate=True`` runs the server in a child process instead (same API): use it
+    ``request_timeout`` (s) bounds how long a client may take to send a request
+    (slowloris guard: 408). ``requests`` lists every request handled, rejected ones
+    included. ``isolate=True`` runs the server in a child process instead (same API): use it
     when one process also drives many concurrent clients, which would otherwise
     delay the server's writes by competing for the interpreter lock.
     """
@@ -117,6 +122,7 @@ class FaultServer:
         allow_remote: bool = False,
         on_request: Callable[[dict[str, Any]], None] | None = None,
         isolate: bool = False,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         if not _is_loopback(host) and not allow_remote:
             raise ConfigError(
@@ -126,6 +132,7 @@ class FaultServer:
             warnings.warn(f"FaultServer is binding {host}: it is reachable from other machines", stacklevel=2)
         self.host = host
         self._port = port
+        self.request_timeout = request_timeout
         self._allow_remote = allow_remote
         self.isolate = isolate
         self._child: IsolatedServer | None = None
@@ -299,17 +306,19 @@ class FaultServer:
             if leftover:
                 conn.receive_data(leftover)
             try:
-                request, body, received_ns = await asyncio.wait_for(self._read_request(conn, reader), REQUEST_TIMEOUT)
+                request, body, received_ns = await asyncio.wait_for(
+                    self._read_request(conn, reader), self.request_timeout
+                )
             except TimeoutError:
-                await self._simple_error(writer, 408, "request_timeout", "request not received in time")
+                if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                    return  # an idle keep-alive connection: close it quietly, as servers do
+                await self._reject(conn_id, writer, 408, "request_timeout", "request not received in time")
                 return
             except h11.RemoteProtocolError as exc:
-                await self._simple_error(writer, exc.error_status_hint or 400, "invalid_request_error", str(exc))
+                await self._reject(conn_id, writer, exc.error_status_hint or 400, "invalid_request_error", str(exc))
                 return
             except _BodyTooLarge:
-                await self._simple_error(
-                    writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes"
-                )
+                await self._reject(conn_id, writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes")
                 return
             if request is None:
                 return
@@ -342,7 +351,10 @@ class FaultServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None, b"", 0
 
-    async def _simple_error(self, writer: asyncio.StreamWriter, status: int, error_type: str, message: str) -> None:
+    async def _reject(self, conn_id: int, writer: asyncio.StreamWriter, status: int, error_type: str, message: str) -> None:
+        """Answer a bad request with ``status`` and a JSON error, log it, and close."""
+        _logger.info("connection %d rejected with %d: %s", conn_id, status, message)
+        self._record_request({"request_id": None, "connection": conn_id, "status": status, "end": "rejected", "reason": message})
         body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
         head = (
             f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n"
@@ -477,6 +489,14 @@ class FaultServer:
         lines += [f"x-kit-request-id: {request_id}", f"request-id: {request_id}"]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         t = now_ns()
+        if response.endless_headers:
+            log("endless_headers", len(head) - 2, due, t)
+            transport.write(head[:-2])  # no blank line: the headers never end
+            for n in itertools.count():
+                await asyncio.sleep(0.001)
+                transport.write(b"x-kit-filler-%d: %s\r\n" % (n, b"h" * 64))
+                if transport.get_write_buffer_size() > 1 << 16:
+                    await writer.drain()
         log("headers", len(head), due, t)
         transport.write(head)
         headers_ns = t
@@ -497,6 +517,9 @@ class FaultServer:
                 transport.write(wire)
                 if transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
+            elif op == "raw":
+                log(action.kind, len(action.data), due, now_ns())
+                transport.write(action.data)
             elif op == "end":
                 tail = b"0\r\n\r\n" if chunked else b""
                 t = now_ns()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import threading
 
@@ -162,3 +163,35 @@ def test_isolated_server_has_the_same_api():
         assert len(srv.requests) == 2
     with pytest.raises(kit.ServerError):
         srv.address
+
+
+def test_slowloris_gets_408_and_a_healthy_client_is_unaffected():
+    import time
+
+    with kit.FaultServer(request_timeout=0.5) as srv:
+        slow = socket.create_connection(srv.address)
+        slow.sendall(b"POST /s/ok/v1/messages HTTP/1.1\r\nhost: x\r\n")  # headers never finish
+        healthy = kit.stream(srv.url_for("ok"))
+        assert healthy.ok
+        slow.settimeout(5)
+        assert slow.recv(100).startswith(b"HTTP/1.1 408")
+        slow.close()
+        time.sleep(0.05)
+        assert any(r.get("status") == 408 and r["end"] == "rejected" for r in srv.requests)
+
+
+@pytest.mark.slow
+def test_a_thousand_idle_connections_do_not_disturb_a_stream():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    with kit.FaultServer() as srv:
+        idle = [socket.create_connection(srv.address) for _ in range(1000)]
+        try:
+            trace = kit.stream(srv.url_for(kit.Scenario(events=50, gap=0.01)))
+            assert trace.ok
+            late = trace.server[trace.server["nbytes"] > 0]["late_s"].abs()
+            assert late.quantile(0.99) < 0.05  # generous: the benchmark holds the tight bound
+        finally:
+            for s in idle:
+                s.close()
