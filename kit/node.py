@@ -1,0 +1,313 @@
+"""The Node SDKs (``@anthropic-ai/sdk``, ``openai``) against a scenario: where the incident's message comes from.
+
+Packages are installed with npm, once per exact version, into a cache folder
+(``~/.cache/kit/node/<package>-<version>``, or ``$KIT_NODE_CACHE``), never into the
+project. Each run starts ``node`` on a small script that makes one streaming call and
+prints what the SDK threw (``err.constructor.name`` and ``err.message``) or returned::
+
+    kit.node.run("anthropic-node@0.39", "empty_200", server=server)   # incident era, early 2025
+    kit.node.run("anthropic-node", url)                                # latest
+
+Client names: ``anthropic-node[@version]`` (``messages.stream``),
+``anthropic-node:create[@version]`` (``messages.create({stream: true})``),
+``openai-node[@version]`` (``chat.completions.create({stream: true})``). Without node
+or npm, :func:`unavailable` says why and :func:`run` returns a ``skipped`` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+from ._errors import ConfigError, KitError
+from .scenarios import Scenario
+from .sdk import SDKRun, _resolve, _ServerCount
+from .server import FaultServer
+
+__all__ = ["PACKAGES", "NodeUnavailable", "ensure_package", "installed", "run", "unavailable"]
+
+#: client name -> (npm package, SDK family, call)
+PACKAGES = {
+    "anthropic-node": ("@anthropic-ai/sdk", "anthropic", "stream"),
+    "anthropic-node:create": ("@anthropic-ai/sdk", "anthropic", "create"),
+    "openai-node": ("openai", "openai", "create"),
+}
+METHODS = {
+    ("anthropic", "stream"): "messages.stream",
+    ("anthropic", "create"): "messages.create({stream: true})",
+    ("openai", "create"): "chat.completions.create({stream: true})",
+}
+INSTALL_TIMEOUT = 180.0  # seconds npm may take for one package (a few seconds on a normal link)
+
+_RUNNER = r"""
+const cfg = JSON.parse(process.env.KIT_NODE_CFG);
+const path = require('path');
+const t0 = process.hrtime.bigint();
+let finished = false;
+function done(obj) {
+  if (finished) return;
+  finished = true;
+  obj.elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+  process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(0));
+}
+function fail(err, how) {
+  const cause = err && err.cause ? String(err.cause.message || err.cause) : null;
+  done({
+    outcome: 'raised',
+    how: how,
+    exception: err && err.constructor ? err.constructor.name : typeof err,
+    message: String(err && err.message !== undefined ? err.message : err),
+    cause: cause,
+  });
+}
+process.on('unhandledRejection', (err) => fail(err, 'unhandledRejection'));
+process.on('uncaughtException', (err) => fail(err, 'uncaughtException'));
+async function main() {
+  const mod = require(path.join(cfg.dir, 'node_modules', cfg.pkg));
+  const Client = mod.default || mod.Anthropic || mod.OpenAI || mod;
+  const opts = { apiKey: 'kit-dummy-key', baseURL: cfg.baseURL };
+  if (cfg.timeout !== null) opts.timeout = cfg.timeout;
+  if (cfg.maxRetries !== null) opts.maxRetries = cfg.maxRetries;
+  const client = new Client(opts);
+  const messages = [{ role: 'user', content: 'Say hello, slowly.' }];
+  let result;
+  if (cfg.sdk === 'anthropic' && cfg.method === 'stream') {
+    const s = client.messages.stream({ model: 'claude-kit-1', max_tokens: 1024, messages });
+    const msg = await s.finalMessage();
+    result = { stop_reason: msg.stop_reason, text_chars: msg.content.map((b) => b.text || '').join('').length };
+  } else if (cfg.sdk === 'anthropic') {
+    let n = 0, last = null;
+    const s = await client.messages.create({ model: 'claude-kit-1', max_tokens: 1024, messages, stream: true });
+    for await (const ev of s) { n++; last = ev.type; }
+    result = { events: n, last_event: last };
+  } else {
+    let n = 0, finish = null, text = 0;
+    const s = await client.chat.completions.create({ model: 'gpt-kit-1', messages, stream: true });
+    for await (const c of s) {
+      n++;
+      for (const ch of c.choices || []) {
+        finish = ch.finish_reason || finish;
+        text += ((ch.delta && ch.delta.content) || '').length;
+      }
+    }
+    result = { chunks: n, finish_reason: finish, text_chars: text };
+  }
+  done({ outcome: 'returned', result });
+}
+main().catch((err) => fail(err, 'await'));
+"""
+
+
+class NodeUnavailable(KitError, RuntimeError):
+    """node or npm is missing, or a package could not be installed; the message says which."""
+
+
+def unavailable() -> str | None:
+    """Why Node clients cannot run here (None if ``node`` and ``npm`` are on PATH)."""
+    missing = [t for t in ("node", "npm") if shutil.which(t) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found on PATH; install Node.js 18+ (e.g. apt-get install nodejs npm)"
+    return None
+
+
+def cache_dir() -> pathlib.Path:
+    """Where npm packages are installed (``$KIT_NODE_CACHE`` or ``~/.cache/kit/node``)."""
+    env = os.environ.get("KIT_NODE_CACHE")
+    base = pathlib.Path(env) if env else pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "kit"
+    return (base if env else base / "node").resolve()
+
+
+def _safe(pkg: str) -> str:
+    return pkg.replace("@", "").replace("/", "-")
+
+
+_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
+
+def _key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v.split("-")[0])[:3])
+
+
+def installed(pkg: str) -> list[str]:
+    """Exact versions of ``pkg`` in the cache, oldest first."""
+    root = cache_dir()
+    prefix = _safe(pkg) + "-"
+    if not root.is_dir():
+        return []
+    found = [
+        p.name[len(prefix) :]
+        for p in root.iterdir()
+        if p.name.startswith(prefix) and (p / "node_modules" / pkg / "package.json").is_file()
+    ]
+    return sorted((v for v in found if _VERSION.match(v)), key=_key)
+
+
+_RESOLVED: dict[tuple[str, str], str] = {}  # npm answers for this process (latest does not move mid-session)
+
+
+def _resolve_version(pkg: str, spec: str) -> str:
+    if _VERSION.match(spec):
+        return spec
+    if (pkg, spec) in _RESOLVED:
+        return _RESOLVED[(pkg, spec)]
+    _RESOLVED[(pkg, spec)] = exact = _npm_version(pkg, spec)
+    return exact
+
+
+def _npm_version(pkg: str, spec: str) -> str:
+    have = installed(pkg)
+    if spec != "latest":
+        match = [v for v in have if v == spec or v.startswith(spec + ".")]
+        if match:
+            return match[-1]
+    try:
+        out = subprocess.run(
+            ["npm", "view", f"{pkg}@{spec}", "version", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        value = json.loads(out)
+        versions = value if isinstance(value, list) else [value]
+        return max(versions, key=_key)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        if spec == "latest" and have:
+            return have[-1]  # offline: the newest we have
+        raise NodeUnavailable(f"cannot resolve {pkg}@{spec} with npm ({exc})") from None
+
+
+def ensure_package(pkg: str, version: str = "latest", *, timeout: float = INSTALL_TIMEOUT) -> tuple[pathlib.Path, str]:
+    """Install ``pkg@version`` into the cache unless there; returns (folder, exact version)."""
+    reason = unavailable()
+    if reason:
+        raise NodeUnavailable(reason)
+    exact = _resolve_version(pkg, version)
+    root = cache_dir()
+    final = root / f"{_safe(pkg)}-{exact}"
+    if (final / "node_modules" / pkg / "package.json").is_file():
+        return final, exact
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    try:
+        (tmp / "package.json").write_text('{"private": true}\n')
+        proc = subprocess.run(
+            ["npm", "install", "--prefix", str(tmp), "--no-audit", "--no-fund", "--loglevel=error", f"{pkg}@{exact}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise NodeUnavailable(f"npm install {pkg}@{exact} failed: {proc.stderr.strip()[-500:]}")
+        try:
+            tmp.rename(final)  # atomic: a concurrent installer of the same version may win, which is fine
+        except OSError:
+            if not (final / "node_modules" / pkg / "package.json").is_file():
+                raise
+    except subprocess.TimeoutExpired:
+        raise NodeUnavailable(f"npm install {pkg}@{exact} took over {timeout:g} s") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, exact
+
+
+def run(
+    client: str,
+    url: str | Scenario,
+    *,
+    server: FaultServer | None = None,
+    max_retries: int | None = None,
+    timeout: float | None = None,
+    hang_after: float = 30.0,
+    instrument: bool = False,
+) -> SDKRun:
+    """One streaming call through a Node SDK (``anthropic-node@0.39``, ``openai-node``...).
+
+    ``timeout`` (seconds) and ``max_retries`` go to the SDK (default: its own: 600 s until
+    headers, 2 retries). If node has not answered after ``hang_after`` seconds it is
+    stopped and the run's outcome is ``hang`` (the TypeScript SDK has no body timer).
+    ``instrument`` is accepted for symmetry with the Python runners; Node traffic is seen
+    from the server's side only (``server_requests``).
+    """
+    del instrument
+    name, _, version_spec = client.partition("@")
+    if name not in PACKAGES:
+        raise ConfigError.unknown("client", client, PACKAGES)
+    pkg, family, call = PACKAGES[name]
+    version = version_spec or "latest"
+    method = METHODS[(family, call)]
+    reason = unavailable()
+    url_s, scenario, server = _resolve(url, server, family)
+    if reason:
+        return SDKRun(name, version, method, scenario, url_s, "skipped", message=reason)
+    folder, exact = ensure_package(pkg, version)
+    base = url_s.rstrip("/") + ("/v1" if family == "openai" else "")
+    cfg = {
+        "dir": str(folder),
+        "pkg": pkg,
+        "sdk": family,
+        "method": call,
+        "baseURL": base,
+        "timeout": None if timeout is None else int(timeout * 1000),
+        "maxRetries": max_retries,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
+    env["NODE_NO_WARNINGS"] = "1"
+    env["KIT_NODE_CFG"] = json.dumps(cfg)
+    count = _ServerCount(server, url_s)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        ["node", "-e", _RUNNER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=str(folder),
+    )
+    try:
+        out, err = proc.communicate(timeout=hang_after)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
+        return SDKRun(
+            name,
+            exact,
+            method,
+            scenario,
+            url_s,
+            "hang",
+            message=f"no result after {hang_after:g} s (stopped by the kit)",
+            attempts=count.attempts(),
+            elapsed=time.monotonic() - t0,
+            server_requests=count.requests(settle=0),
+            options={"max_retries": max_retries, "timeout": timeout, "hang_after": hang_after},
+        )
+    line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
+    if line is None:
+        raise NodeUnavailable(f"node printed no result (exit {proc.returncode}): {err.strip()[-800:]}")
+    data = json.loads(line)
+    message = data.get("message", "")
+    return SDKRun(
+        client=name,
+        client_version=exact,
+        method=method,
+        scenario=scenario,
+        url=url_s,
+        outcome=data["outcome"],
+        exception=data.get("exception"),
+        message=message,
+        result=data.get("result") or ({"cause": data["cause"]} if data.get("cause") else None),
+        attempts=count.attempts(),
+        elapsed=float(data.get("elapsed", time.monotonic() - t0)),
+        server_requests=count.requests(),
+        options={"max_retries": max_retries, "timeout": timeout},
+    )
