@@ -31,18 +31,24 @@ _SHIP_EVERY = 0.05  # seconds between log shipments from the child
 
 
 def _child_main(conn, host: str, port: int, allow_remote: bool) -> None:  # runs in the child
-    from .scenarios import Scenario  # noqa: I001 - imported here to keep the parent light
+    from .scenarios import Scenario
     from .server import FaultServer
 
-    shipped = threading.Event()
-    server = FaultServer(host, port, allow_remote=allow_remote, on_request=lambda info: shipped.set())
+    ship_lock = threading.Lock()
+    sent = [0, 0]  # log entries and requests shipped so far
+
+    def ship() -> None:
+        with ship_lock:
+            sent[0], sent[1] = _ship(conn, server, sent[0], sent[1])
+
+    # a finished request ships at once (clients wait for their log); the rest every few ms
+    server = FaultServer(host, port, allow_remote=allow_remote, on_request=lambda info: ship())
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as text
+    except Exception as exc:
         conn.send(("error", 0, str(exc)))
         return
     conn.send(("ready", 0, server.address))
-    sent_log = sent_req = 0
     try:
         while True:
             if conn.poll(_SHIP_EVERY):
@@ -53,14 +59,15 @@ def _child_main(conn, host: str, port: int, allow_remote: bool) -> None:  # runs
                     result = server.reset_attempts()
                 elif op == "stop":
                     server.stop()
-                    sent_log, sent_req = _ship(conn, server, sent_log, sent_req)
-                    conn.send(("ack", cid, None))
+                    ship()
+                    with ship_lock:
+                        conn.send(("ack", cid, None))
                     return
                 else:
                     result = None
-                conn.send(("ack", cid, result))
-            shipped.clear()
-            sent_log, sent_req = _ship(conn, server, sent_log, sent_req)
+                with ship_lock:
+                    conn.send(("ack", cid, result))
+            ship()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         server.stop()
 

@@ -35,11 +35,18 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 
 
 def redact_url(url: str) -> str:
-    """``url`` with credentials in userinfo and key-looking query parameters replaced."""
-    parts = urlsplit(str(url))
+    """``url`` with credentials in userinfo and key-looking query parameters replaced.
+
+    Safe to apply twice; text that does not parse as a URL gets :func:`redact_text`.
+    """
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return redact_text(str(url))
     netloc = parts.netloc
     if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+        # not REDACTED: brackets in the netloc would read as an IPv6 address when parsed again
+        netloc = f"redacted@{netloc.rsplit('@', 1)[1]}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)

@@ -15,9 +15,9 @@ from typing import Literal
 from .protocols import error_bytes, malformed_bytes, ping_bytes
 from .scenarios import (
     Buffer,
-    Hostile,
     Close,
     ErrorEvent,
+    Hostile,
     HttpStatus,
     Malformed,
     NoTerminator,

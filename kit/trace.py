@@ -139,6 +139,25 @@ class Attempt:
     def first_event_type(self) -> str | None:
         return self.event_type[0] if self.event_type else None
 
+    @property
+    def server_log_complete(self) -> bool:
+        """True once the server's log of this attempt has its final entry."""
+        return bool(self.server_log) and self.server_log[-1].kind in _FINAL_SERVER_KINDS
+
+    async def await_server_log(self, timeout: float = 1.0) -> None:
+        """Wait (briefly) until the server's log of this attempt is complete.
+
+        Only needed with a server in another process, whose log arrives a moment after
+        the client saw the end; gives up after ``timeout`` seconds.
+        """
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        self.refresh_server_log()
+        while not self.server_log_complete and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.002)
+            self.refresh_server_log()
+
     def refresh_server_log(self) -> None:
         """Pick up server log entries that arrived after the attempt ended.
 
@@ -146,7 +165,7 @@ class Attempt:
         milliseconds late, and a server keeps logging after a client gives up (it
         notices the disconnect later); the log is complete once it has a final entry.
         """
-        if self.server_log and self.server_log[-1].kind in _FINAL_SERVER_KINDS:
+        if self.server_log_complete:
             return
         from .server import find_server_log  # same-process servers only
 
@@ -373,6 +392,12 @@ class Trace:
             "attempts": len(self.attempts),
         }
         return pd.Series(values, name=self.label or "trace", dtype="object")
+
+    def to_har(self, path: str | None = None) -> dict[str, Any]:
+        """HAR 1.2 of this call (an entry per attempt, secrets redacted); see :mod:`kit.har`."""
+        from .har import trace_to_har
+
+        return trace_to_har(self, path)
 
     def __repr__(self) -> str:
         return (

@@ -18,6 +18,7 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 # per-notebook overrides of the `parameters` cell (only what keeps CI fast)
 OVERRIDES: dict[str, str] = {
     "01_quickstart.ipynb": "EVENTS = 10",
+    "04_timeout_sweep.ipynb": "TRIALS = 3",
 }
 
 

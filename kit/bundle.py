@@ -1,0 +1,507 @@
+"""Bundles: a run saved as a folder anyone can reload, rerun and compare.
+
+Layout::
+
+    NAME/
+      bundle.json          schema version, kit and package versions, platform, Python,
+                           git commit, UTC time, clock source, the full experiment config,
+                           seeds, run metadata, and per table: file, rows, sha256, dtypes
+      tables/trials.parquet  attempts, chunks, events, server, connection, proxy (.parquet)
+
+``bundle.json`` is written last, so a folder without it is not a finished bundle.
+Tables are Parquet (``format="csv"`` writes CSV instead, on request). Nothing is
+pickled, and loading executes nothing from the bundle: JSON and Parquet/CSV are
+parsed, checksums verified, dtypes restored from ``bundle.json``. Any missing or
+corrupt file raises :class:`~kit.BundleError` naming it; there is no partial load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._clock import CLOCK_SOURCE
+from ._errors import BundleError, ConfigError
+from ._redact import redact_text, redact_url
+from .result import TABLES, Result, conform
+
+__all__ = ["SCHEMA_VERSION", "compare", "load", "rerun", "save"]
+
+SCHEMA_VERSION = 1
+FORMAT = "kit.bundle"
+BUNDLE_JSON = "bundle.json"
+CSV_NA = "<NA>"
+_PACKAGES = ("pandas", "pyarrow", "numpy", "httpx", "h11", "scipy", "altair")
+_MARKERS = (BUNDLE_JSON, "trials.jsonl", "experiment.json")  # files that make a folder ours to replace
+
+
+# ------------------------------------------------------------------------- folders
+
+
+def prepare_folder(path: Path, *, overwrite: bool) -> None:
+    """Create ``path`` for a run; an existing non-empty folder is replaced only with ``overwrite``."""
+    path = Path(path)
+    if path.exists() and (path.is_file() or any(path.iterdir())):
+        if not overwrite:
+            raise ConfigError("path", str(path), "exists already; pass overwrite=True to replace it")
+        _remove_bundle(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_bundle(path: Path) -> None:
+    if path.is_file():
+        raise ConfigError("path", str(path), "is a file, not a bundle folder; refusing to replace it")
+    if not any((path / m).exists() for m in _MARKERS):
+        raise ConfigError("path", str(path), "exists and is not a kit bundle; refusing to delete it")
+    shutil.rmtree(path)
+
+
+# -------------------------------------------------------------------------- saving
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip() or None
+    return None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+_TEXT_COLUMNS = {
+    "trials": ("message", "url"),
+    "attempts": ("message", "url", "response_headers", "error"),
+}
+
+
+def _redacted(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Secrets out of the free-text columns (already redacted at the source; cheap to repeat)."""
+    cols = [c for c in _TEXT_COLUMNS.get(table, ()) if c in df.columns]
+    if not cols:
+        return df
+    df = df.copy()
+    for c in cols:
+        if c == "response_headers":
+            from ._redact import redact_headers
+
+            df[c] = df[c].map(lambda v: v if not isinstance(v, str) else json.dumps(redact_headers(json.loads(v))))
+        elif c == "url":
+            df[c] = df[c].map(lambda v: redact_url(v) if isinstance(v, str) else v)
+        else:
+            df[c] = df[c].map(lambda v: redact_text(v) if isinstance(v, str) else v)
+        df[c] = df[c].astype(df[c].dtype if str(df[c].dtype) == "str" else "str")
+    return df
+
+
+def save(
+    result: Result, path: str | Path, *, overwrite: bool = False, format: str = "parquet", redact: bool = True
+) -> Path:
+    """Write ``result`` as a bundle folder at ``path`` (see the module docstring).
+
+    Refuses an existing path unless ``overwrite=True`` (and then replaces only a kit
+    bundle folder). ``format``: ``parquet`` (default) or ``csv``. ``redact=False``
+    keeps free-text columns as they are (secret headers are redacted at the source
+    regardless; the saved config is redacted unless the experiment was run with it).
+    """
+    from .experiment import redact_config
+
+    if format not in ("parquet", "csv"):
+        raise ConfigError("format", format, "expected 'parquet' or 'csv'")
+    path = Path(path)
+    if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
+        raise ConfigError("path", str(path), "exists already; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "tables").mkdir()
+        tables_meta = {}
+        for name in TABLES:
+            df = result.tables[name]
+            if redact:
+                df = _redacted(name, df)
+            file = f"tables/{name}.{format}"
+            if format == "parquet":
+                _write_parquet(df, tmp / file)
+            else:
+                df.to_csv(tmp / file, index=False, na_rep=CSV_NA)  # so "" and missing stay apart
+            tables_meta[name] = {
+                "file": file,
+                "rows": len(df),
+                "sha256": _sha256(tmp / file),
+                "columns": {c: str(d) for c, d in df.dtypes.items()},
+            }
+        meta = dict(result.meta)
+        doc = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "kit_version": _kit_version(),
+            "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "packages": _versions(),
+            "git_commit": _git_commit(),
+            "clock_source": CLOCK_SOURCE,
+            "redacted": bool(redact),
+            "experiment": redact_config(result.config) if redact else result.config,
+            "seeds": {
+                "experiment": result.config.get("seed"),
+                "derivation": "trial_seed = int(sha256(f'{seed}:{cell.key}:{trial}').hexdigest()[:15], 16); "
+                "per-trial seeds are the trials table's seed column; the client sends it as x-kit-trial",
+            },
+            "run": meta,
+            "tables": tables_meta,
+        }
+        (tmp / BUNDLE_JSON).write_text(json.dumps(_jsonable(doc), indent=2, sort_keys=False))
+        if path.exists():
+            if any(path.iterdir()):
+                _remove_bundle(path)
+            else:
+                path.rmdir()
+        os.replace(tmp, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o777 & ~umask)  # mkdtemp made it private; a bundle is for sharing
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Parquet tuned for trace tables: delta-encoded integer clocks, zstd (about 15% smaller than defaults)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    ints = [c for c in df.columns if str(df[c].dtype) == "int64"]
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        compression_level=9,
+        use_dictionary=[c for c in df.columns if c not in ints],
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in ints},
+    )
+
+
+def _kit_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if np.isnan(obj) else float(obj)
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+# ------------------------------------------------------------------------- loading
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """``bundle.json`` of the bundle at ``path``, checked for format and schema version."""
+    path = Path(path)
+    file = path / BUNDLE_JSON
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if not file.exists():
+        hint = ""
+        if (path / "trials.jsonl").exists():
+            hint = "; the run did not finish: kit.load(path, recover=True) rebuilds a Result from trials.jsonl"
+        raise BundleError(f"{file}: missing (not a finished kit bundle){hint}")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{file}: corrupt JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BundleError(
+            f"{file}: not a kit bundle (format is {doc.get('format') if isinstance(doc, dict) else None!r})"
+        )
+    version = doc.get("schema_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{file}: schema_version is missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{file}: written by a newer kit (bundle schema {version}, this kit reads up to {SCHEMA_VERSION}); "
+            f"upgrade kit (the bundle says kit {doc.get('kit_version')})"
+        )
+    if not isinstance(doc.get("tables"), dict):
+        raise BundleError(f"{file}: has no 'tables' section")
+    return doc
+
+
+def load(path: str | Path, *, recover: bool = False) -> Result:
+    """Read the bundle at ``path`` into a :class:`~kit.Result` equal to the one saved.
+
+    Checks every table's checksum, row count and columns; any problem raises
+    :class:`~kit.BundleError` naming the file. ``recover=True`` rebuilds a Result from
+    the ``trials.jsonl`` journal of a run that never finished (no ``bundle.json``).
+    """
+    path = Path(path)
+    if recover and not (path / BUNDLE_JSON).exists():
+        return _recover(path)
+    doc = read_manifest(path)
+    tables = {}
+    for name in TABLES:
+        info = doc["tables"].get(name)
+        if not isinstance(info, dict) or "file" not in info:
+            raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} is not listed")
+        rel = str(info["file"])
+        file = (path / rel).resolve()
+        if path.resolve() not in file.parents:
+            raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} points outside the bundle ({rel})")
+        if not file.exists():
+            raise BundleError(f"{path / rel}: missing table {name!r}")
+        if info.get("sha256") and _sha256(file) != info["sha256"]:
+            raise BundleError(f"{path / rel}: corrupt table {name!r} (checksum does not match bundle.json)")
+        columns: dict[str, str] = info.get("columns") or {}
+        try:
+            if rel.endswith(".parquet"):
+                df = pd.read_parquet(file)
+            elif rel.endswith(".csv"):
+                dtypes = {c: ("str" if d == "str" else d) for c, d in columns.items() if d in ("str", "object")}
+                df = pd.read_csv(file, dtype=dtypes, keep_default_na=False, na_values=[CSV_NA])
+            else:
+                raise BundleError(f"{path / rel}: unknown table format")
+        except BundleError:
+            raise
+        except Exception as exc:
+            raise BundleError(f"{path / rel}: cannot read table {name!r} ({type(exc).__name__}: {exc})") from None
+        if len(df) != info.get("rows", len(df)):
+            raise BundleError(f"{path / rel}: {len(df)} rows, bundle.json says {info['rows']}")
+        try:
+            df = conform(df, columns) if columns else df
+        except KeyError as exc:
+            raise BundleError(f"{path / rel}: column {exc.args[0]!r} is missing") from None
+        except (ValueError, TypeError) as exc:
+            raise BundleError(f"{path / rel}: a column has the wrong type ({exc})") from None
+        tables[name] = df
+    return Result(tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)})
+
+
+def _about(doc: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "schema_version",
+        "kit_version",
+        "created_utc",
+        "python",
+        "platform",
+        "git_commit",
+        "clock_source",
+        "redacted",
+    )
+    return {k: doc.get(k) for k in keys}
+
+
+def _recover(path: Path) -> Result:
+    from .experiment import CONFIG_FILE, JOURNAL, Experiment
+
+    cfg_file, journal = path / CONFIG_FILE, path / JOURNAL
+    for f in (cfg_file, journal):
+        if not f.exists():
+            raise BundleError(f"{f}: missing; nothing to recover")
+    try:
+        experiment = Experiment.from_dict(json.loads(cfg_file.read_text()))
+    except (ValueError, ConfigError) as exc:
+        raise BundleError(f"{cfg_file}: unreadable experiment config ({exc})") from None
+    records = []
+    lines = journal.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
+                warnings.warn(f"{journal}: dropped a half-written last line (a trial in flight)", stacklevel=2)
+                continue
+            raise BundleError(f"{journal}: line {i} is corrupt") from None
+    meta = {"interrupted": True, "recovered": True, "trials_planned": len(experiment)}
+    return Result.from_records(experiment, records, meta=meta)
+
+
+# --------------------------------------------------------------- rerun and compare
+
+
+def rerun(
+    path: str | Path,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    concurrency: int | None = None,
+    progress: bool = True,
+) -> Result:
+    """Run the experiment stored in the bundle at ``path`` again (same config and seeds).
+
+    Only ``bundle.json`` is read. ``concurrency`` defaults to the original run's.
+    Compare the two with :func:`compare`.
+    """
+    from .experiment import DEFAULT_CONCURRENCY, Experiment
+
+    doc = read_manifest(path)
+    try:
+        experiment = Experiment.from_dict(doc.get("experiment") or {})
+    except ConfigError as exc:
+        raise BundleError(f"{Path(path) / BUNDLE_JSON}: the stored experiment config is invalid ({exc})") from None
+    conc = concurrency or (doc.get("run") or {}).get("concurrency") or DEFAULT_CONCURRENCY
+    return experiment.run(int(conc), out=out, overwrite=overwrite, progress=progress)
+
+
+TIMINGS = ("ttfb_s", "first_chunk_s", "duration_s")
+
+
+def compare(
+    a: Result | str | Path, b: Result | str | Path, *, alpha: float = 0.01, resolution: float = 0.01
+) -> pd.DataFrame:
+    """Do two runs agree, cell by cell? One row per (cell, test), with p-values.
+
+    Cells are matched by content (their scenario, network and policy), so a bundle and
+    its :func:`rerun` line up. Tests:
+
+    - ``outcome``: the proportions of each ``phase/cause``; Fisher's exact test when
+      there are two outcomes, Pearson's chi-square test of the 2 x k table otherwise
+      (``identical`` when both runs have one and the same outcome: p = 1);
+    - ``ttfb_s``, ``first_chunk_s``, ``duration_s``: two-sample Kolmogorov-Smirnov test
+      of the timing distributions with a tolerance of ``resolution`` seconds: the
+      statistic is the largest vertical gap between the two empirical CDFs once either
+      may be shifted right by up to ``resolution`` (a Levy-style distance; scheduler
+      noise below it does not count), and the p-value is the KS distribution's
+      (``scipy.stats.kstwo`` with n*m/(n+m) points, as scipy's asymptotic two-sample
+      KS). ``resolution=0`` is the plain exact ``scipy.stats.ks_2samp``.
+
+    ``agree`` is ``p_value >= alpha``. With many cells some disagreements happen by
+    chance (at ``alpha=0.01``, about 1 test in 100): read the p-values, not just the flag.
+    """
+    from scipy import stats
+
+    a = a if isinstance(a, Result) else load(a)
+    b = b if isinstance(b, Result) else load(b)
+    ka, kb = _cell_keys(a), _cell_keys(b)
+    rows = []
+    for key, cell_a in ka.items():
+        if key not in kb:
+            continue
+        cell_b = kb[key]
+        ta = a.trials[a.trials["cell"] == cell_a]
+        tb = b.trials[b.trials["cell"] == cell_b]
+        labels = ta.iloc[0][["scenario", "network", "policy"]].to_dict() if len(ta) else {}
+        base = {"cell": cell_a, **labels}
+        oa = (ta["phase"] + "/" + ta["cause"]).value_counts()
+        ob = (tb["phase"] + "/" + tb["cause"]).value_counts()
+        cats = sorted(set(oa.index) | set(ob.index))
+        table = np.array([[oa.get(c, 0) for c in cats], [ob.get(c, 0) for c in cats]])
+        if len(ta) == 0 or len(tb) == 0:
+            method, stat, p = "n/a", np.nan, np.nan
+        elif len(cats) == 1:
+            method, stat, p = "identical", 0.0, 1.0
+        elif len(cats) == 2:
+            res = stats.fisher_exact(table)
+            method, stat, p = "fisher", float(res.statistic), float(res.pvalue)
+        else:
+            res = stats.chi2_contingency(table)
+            method, stat, p = "chi2", float(res.statistic), float(res.pvalue)
+        rows.append(
+            {
+                **base,
+                "test": "outcome",
+                "method": method,
+                "n_a": len(ta),
+                "n_b": len(tb),
+                "statistic": stat,
+                "p_value": p,
+            }
+        )
+        for col in TIMINGS:
+            va = ta[col].dropna().to_numpy(dtype="float64")
+            vb = tb[col].dropna().to_numpy(dtype="float64")
+            if len(va) == 0 or len(vb) == 0:
+                method, stat, p = "n/a", np.nan, np.nan
+            elif not resolution:
+                res = stats.ks_2samp(va, vb)
+                method, stat, p = "ks", float(res.statistic), float(res.pvalue)
+            else:
+                stat = _ks_tolerant(va, vb, resolution)
+                p = 1.0 if stat == 0 else float(stats.kstwo.sf(stat, round(len(va) * len(vb) / (len(va) + len(vb)))))
+                method = "ks"
+            rows.append(
+                {**base, "test": col, "method": method, "n_a": len(va), "n_b": len(vb), "statistic": stat, "p_value": p}
+            )
+    cols = ["cell", "scenario", "network", "policy", "test", "method", "n_a", "n_b", "statistic", "p_value"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["agree"] = (out["p_value"] >= alpha) | out["p_value"].isna()
+    out.attrs["alpha"] = alpha
+    out.attrs["unmatched_cells"] = sorted(set(ka) ^ set(kb))
+    return out
+
+
+def _ks_tolerant(a: np.ndarray, b: np.ndarray, tol: float) -> float:
+    """sup over x of F_a(x) - F_b(x + tol) and F_b(x) - F_a(x + tol), at least 0."""
+    a, b = np.sort(a), np.sort(b)
+    xs = np.concatenate([a, b])
+
+    def cdf(s: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.searchsorted(s, x, side="right") / len(s)
+
+    d1 = np.max(cdf(a, xs) - cdf(b, xs + tol))
+    d2 = np.max(cdf(b, xs) - cdf(a, xs + tol))
+    return float(max(d1, d2, 0.0))
+
+
+def _cell_keys(r: Result) -> dict[str, int]:
+    cells = r.meta.get("cells")
+    if cells:
+        return {c["key"]: c["cell"] for c in cells}
+    # no keys stored (e.g. a HAR import): match by labels
+    t = r.trials.drop_duplicates("cell")
+    return {
+        f"{s}|{n}|{p}": int(c) for c, s, n, p in zip(t["cell"], t["scenario"], t["network"], t["policy"], strict=True)
+    }

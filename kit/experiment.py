@@ -1,0 +1,715 @@
+"""Experiments: grids of scenario x network x policy x trials, run concurrently.
+
+An :class:`Experiment` is a value: its scenarios, networks and policies are kit
+values with ``to_dict``/``from_dict``, so the whole config round-trips through JSON
+(:meth:`Experiment.to_dict`) and a saved bundle can be rerun exactly.
+
+Seeds. Every trial gets a derived seed::
+
+    trial_seed = int(sha256(f"{seed}:{cell.key}:{trial}").hexdigest()[:15], 16)
+
+where ``cell.key`` hashes the cell's scenario, network and policy (not its position),
+so adding a policy to a grid leaves the other cells' seeds alone. The client sends the
+trial seed as ``x-kit-trial``; the fault server seeds that trial's gaps and fault rolls
+from it, so :meth:`Experiment.replay` of one trial alone gets the same scenario timings
+as its row in the grid.
+
+Running. All trials share one :class:`~kit.FaultServer`, one
+:class:`~kit.NetworkProxy` per distinct network and one ``httpx.AsyncClient`` whose
+pool is sized to the concurrency; a fixed number of workers on one event loop pull
+trials from a queue. With ``out=``, each finished trial is appended to
+``trials.jsonl`` in that folder at once, so a crash loses at most the trials in flight;
+the finished run is then saved there as a bundle (see :mod:`kit.bundle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._clock import now_ns
+from ._errors import ConfigError
+from ._loop import run_sync
+from ._redact import REDACTED, SECRET_HEADERS, redact_text, redact_url
+from .policy import Policy
+from .scenarios import Scenario
+from .trace import Trace
+
+__all__ = ["Cell", "Experiment", "trace_record"]
+
+JOURNAL = "trials.jsonl"
+CONFIG_FILE = "experiment.json"
+DEFAULT_CONCURRENCY = 64
+DEFAULT_RAMP = 0.0  # s over which the workers start (staggered starts avoid lockstep bursts)
+_CONFIG_FIELDS = (
+    "name",
+    "scenarios",
+    "networks",
+    "policies",
+    "cells",
+    "trials",
+    "seed",
+    "headers",
+    "concurrency",
+)
+
+
+def _network_cls() -> Any:
+    from .network import Network
+
+    return Network
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# ------------------------------------------------------------------ values in a grid
+
+
+def _as_scenario(value: Any) -> Scenario:
+    if isinstance(value, Scenario):
+        return value
+    if isinstance(value, str):
+        return Scenario.preset(value)
+    if isinstance(value, Mapping):
+        d = dict(value)
+        if "preset" in d:  # {"preset": "slow_first_byte", "first_byte_delay": 2}
+            base = Scenario.preset(d.pop("preset")).to_dict()
+            base.update(d)
+            d = base
+        return Scenario.from_dict(d)
+    raise ConfigError("scenarios", value, "expected kit.Scenario values, preset names or scenario dicts")
+
+
+def _as_policy(value: Any) -> Policy:
+    if isinstance(value, Policy):
+        return value
+    if value is None:
+        return Policy()
+    if isinstance(value, Mapping):
+        return Policy.from_dict(value)
+    raise ConfigError("policies", value, "expected kit.Policy values or policy dicts")
+
+
+def _as_network(value: Any) -> Any:
+    if value is None or value == "direct":
+        return None
+    Network = _network_cls()
+    if isinstance(value, Network):
+        return value if value.toxics else None
+    if isinstance(value, Mapping):
+        d = dict(value)
+        net = Network.from_dict(d) if "toxics" in d or set(d) <= {"name"} else Network.from_kwargs(**d)
+        return net if net.toxics else None
+    raise ConfigError("networks", value, "expected kit.Network values, network dicts, 'direct' or None")
+
+
+def _label_all(values: Sequence[Any], label: Any, as_dict: Any) -> list[str]:
+    """Labels, made unique by appending the fields in which same-labelled values differ."""
+    labels = [label(v) for v in values]
+    for lab in set(labels):
+        same = [i for i, x in enumerate(labels) if x == lab]
+        if len(same) < 2:
+            continue
+        dicts = [_flatten(as_dict(values[i]) or {}) for i in same]
+        keys = sorted({k for d in dicts for k in d})
+        diff = [k for k in keys if len({_canonical(d.get(k)) for d in dicts}) > 1]
+        for i, d in zip(same, dicts, strict=True):
+            extra = ",".join(f"{k}={d.get(k)}" for k in diff if k not in ("seed",)) or f"#{i}"
+            labels[i] = f"{lab} {extra}"
+    return labels
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def flat_params(kind: str, value: Any) -> dict[str, Any]:
+    """The flat ``<kind>.<field>`` columns of one scenario, network or policy."""
+    if value is None:
+        return {}
+    if kind == "network":
+        out: dict[str, Any] = {"network.name": value.name}
+        for t in value.toxics:
+            for p, v in t.params().items():
+                out[f"network.{t.name}" if p == t.kind else f"network.{t.name}.{p}"] = v
+            if t.stream != "downstream":
+                out[f"network.{t.name}.stream"] = t.stream
+            if t.toxicity < 1:
+                out[f"network.{t.name}.toxicity"] = t.toxicity
+        return out
+    d = redact_config(value.to_dict())  # e.g. an HttpStatus fault's set-cookie header
+    return {
+        f"{kind}.{k}": (_canonical(v) if isinstance(v, list | tuple) else v)
+        for k, v in _flatten(d).items()
+        if not (isinstance(v, list | tuple) and not v and k in ("faults", "attempts"))
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a scenario, a network (None: direct) and a policy."""
+
+    index: int
+    scenario: Scenario
+    network: Any
+    policy: Policy
+    scenario_label: str = ""
+    network_label: str = "direct"
+    policy_label: str = ""
+
+    @property
+    def key(self) -> str:
+        """A stable id of the cell's content (scenario, network, policy), not its position."""
+        d = {
+            "scenario": self.scenario.to_dict(),
+            "network": self.network.to_dict() if self.network is not None else None,
+            "policy": self.policy.to_dict(),
+        }
+        return hashlib.sha256(_canonical(d).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.to_dict(),
+            "network": self.network.to_dict() if self.network is not None else None,
+            "policy": self.policy.to_dict(),
+        }
+
+
+def trial_seed(seed: int, cell_key: str, trial: int) -> int:
+    """The derived seed of one trial (fits in a signed 64-bit integer)."""
+    return int(hashlib.sha256(f"{seed}:{cell_key}:{trial}".encode()).hexdigest()[:15], 16)
+
+
+def network_seed(seed: int, network: Any) -> int:
+    """The seed of the proxy of ``network`` in an experiment seeded with ``seed``."""
+    return int(hashlib.sha256(f"{seed}:{_canonical(network.to_dict())}".encode()).hexdigest()[:15], 16)
+
+
+def trial_id(cell: int, trial: int) -> str:
+    return f"c{cell:03d}-t{trial:04d}"
+
+
+def parse_trial_id(tid: str) -> tuple[int, int]:
+    try:
+        c, t = tid.split("-")
+        if not (c.startswith("c") and t.startswith("t")):
+            raise ValueError
+        return int(c[1:]), int(t[1:])
+    except ValueError:
+        raise ConfigError("trial_id", tid, "expected an id such as 'c000-t0003' (see result.trials.trial_id)") from None
+
+
+# ------------------------------------------------------------------------ experiment
+
+
+class Experiment:
+    """A grid of scenario x network x policy, each cell run ``trials`` times.
+
+    ``Experiment(scenarios=[...], networks=[...], policies=[...], trials=20, seed=7)``
+    takes the product of the lists; ``cells=[(scenario, network, policy), ...]`` (or
+    dicts with those keys) gives the cells explicitly. Scenarios may be preset names;
+    ``networks`` default to ``[None]`` (direct, no proxy); ``policies`` to ``[Policy()]``.
+    ``headers`` are extra request headers sent by every trial (secret ones are redacted
+    in saved configs). :meth:`run` / :meth:`arun` return a :class:`~kit.Result`.
+    """
+
+    def __init__(
+        self,
+        scenarios: Iterable[Any] | None = None,
+        networks: Iterable[Any] | None = None,
+        policies: Iterable[Any] | None = None,
+        *,
+        cells: Iterable[Any] | None = None,
+        trials: int = 1,
+        seed: int = 0,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
+            raise ConfigError("trials", trials, "expected a whole number of trials per cell, >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError("seed", seed, "expected an integer")
+        self.trials = trials
+        self.seed = seed
+        self.name = name
+        self.headers = dict(headers or {})
+        if cells is not None:
+            if scenarios is not None or networks is not None or policies is not None:
+                raise ConfigError("cells", "...", "give either cells=[...] or scenarios/networks/policies, not both")
+            triples = []
+            for c in cells:
+                if isinstance(c, Mapping):
+                    unknown = set(c) - {"scenario", "network", "policy"}
+                    if unknown:
+                        raise ConfigError.unknown("cell field", sorted(unknown)[0], ["scenario", "network", "policy"])
+                    c = (c.get("scenario"), c.get("network"), c.get("policy"))
+                if isinstance(c, Cell):
+                    c = (c.scenario, c.network, c.policy)
+                sc, net, pol = c
+                triples.append((_as_scenario(sc), _as_network(net), _as_policy(pol)))
+            self._explicit = True
+            self.scenarios = _unique([t[0] for t in triples])
+            self.networks = _unique([t[1] for t in triples])
+            self.policies = _unique([t[2] for t in triples])
+        else:
+            self._explicit = False
+            self.scenarios = [_as_scenario(s) for s in _listify("scenarios", scenarios)]
+            self.networks = [
+                _as_network(n) for n in (_listify("networks", networks) if networks is not None else [None])
+            ]
+            self.policies = [
+                _as_policy(p) for p in (_listify("policies", policies) if policies is not None else [None])
+            ]
+            triples = [(s, n, p) for s in self.scenarios for n in self.networks for p in self.policies]
+        if not triples:
+            raise ConfigError(
+                "cells", 0, "the grid has 0 cells: give at least one scenario (and non-empty networks/policies)"
+            )
+        s_lab = dict(
+            zip(
+                map(id, self.scenarios),
+                _label_all(self.scenarios, lambda s: s.label, lambda s: s.to_dict()),
+                strict=True,
+            )
+        )
+        n_lab = dict(
+            zip(
+                map(id, self.networks),
+                _label_all(self.networks, lambda n: n.label if n else "direct", lambda n: n.to_dict() if n else {}),
+                strict=True,
+            )
+        )
+        p_lab = dict(
+            zip(
+                map(id, self.policies), _label_all(self.policies, lambda p: p.label, lambda p: p.to_dict()), strict=True
+            )
+        )
+        canon_s = {_canonical(s.to_dict()): s for s in self.scenarios}
+        canon_n = {_canonical(n.to_dict() if n else None): n for n in self.networks}
+        canon_p = {_canonical(p.to_dict()): p for p in self.policies}
+        self.cells: list[Cell] = []
+        for i, (s, n, p) in enumerate(triples):
+            s = canon_s[_canonical(s.to_dict())]
+            n = canon_n[_canonical(n.to_dict() if n else None)]
+            p = canon_p[_canonical(p.to_dict())]
+            self.cells.append(Cell(i, s, n, p, s_lab[id(s)], n_lab[id(n)], p_lab[id(p)]))
+        self.last_result: Any = None
+
+    # -- identity --------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """The number of trials in the whole grid."""
+        return len(self.cells) * self.trials
+
+    def __repr__(self) -> str:
+        return (
+            f"<Experiment {self.name or ''} {len(self.scenarios)} scenarios x {len(self.networks)} networks x "
+            f"{len(self.policies)} policies = {len(self.cells)} cells x {self.trials} trials, seed={self.seed}>"
+        )
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """The config as JSON-ready data; :meth:`from_dict` gives back an equal experiment."""
+        d: dict[str, Any] = {"name": self.name, "trials": self.trials, "seed": self.seed}
+        if self._explicit:
+            d["cells"] = [c.to_dict() for c in self.cells]
+        else:
+            d["scenarios"] = [s.to_dict() for s in self.scenarios]
+            d["networks"] = [n.to_dict() if n is not None else None for n in self.networks]
+            d["policies"] = [p.to_dict() for p in self.policies]
+        d["headers"] = dict(self.headers)
+        return redact_config(d) if redact else d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
+        """Build from :meth:`to_dict` output (or a parsed ``experiment.toml``).
+
+        Unknown fields are errors naming the closest known one. ``concurrency`` is
+        accepted (and ignored here: it is a run option, read by ``kit run``).
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError("experiment", d, "expected a mapping of experiment fields")
+        for key in d:
+            if key not in _CONFIG_FIELDS:
+                raise ConfigError.unknown("experiment field", key, _CONFIG_FIELDS)
+        kw: dict[str, Any] = {k: d[k] for k in ("name", "trials", "seed", "headers") if k in d}
+        if d.get("cells") is not None:
+            return cls(cells=d["cells"], **kw)
+        return cls(scenarios=d.get("scenarios"), networks=d.get("networks"), policies=d.get("policies"), **kw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Experiment) and self.to_dict(redact=False) == other.to_dict(redact=False)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- trials ----------------------------------------------------------------------
+
+    def trial_ids(self) -> list[str]:
+        return [trial_id(c.index, t) for c in self.cells for t in range(self.trials)]
+
+    def seed_of(self, tid: str) -> int:
+        """The derived seed of trial ``tid`` (see the module docstring)."""
+        c, t = self._locate(tid)
+        return trial_seed(self.seed, self.cells[c].key, t)
+
+    def _locate(self, tid: str) -> tuple[int, int]:
+        c, t = parse_trial_id(tid)
+        if not (0 <= c < len(self.cells) and 0 <= t < self.trials):
+            raise ConfigError(
+                "trial_id", tid, f"this experiment has cells 0..{len(self.cells) - 1} and trials 0..{self.trials - 1}"
+            )
+        return c, t
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(
+        self,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        *,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool | Any = True,
+        server: Any = None,
+        ramp: float = DEFAULT_RAMP,
+    ) -> Any:
+        """Run every trial and return a :class:`~kit.Result` (blocking; works inside Jupyter).
+
+        ``concurrency``: trials in flight at once. ``out``: a folder to journal trials
+        into as they finish and to save the bundle in (refused if it exists, unless
+        ``overwrite=True``). ``progress``: a bar in notebooks, a line on terminals.
+        ``server``: a running FaultServer to use instead of a fresh one. On Ctrl-C (or a
+        kernel interrupt) the finished trials are kept: the partial result is returned
+        (``result.complete`` is False) and saved to ``out`` if given.
+        """
+        self.last_result = None
+        try:
+            return run_sync(
+                self.arun(concurrency, out=out, overwrite=overwrite, progress=progress, server=server, ramp=ramp)
+            )
+        except KeyboardInterrupt:
+            partial = self.last_result
+            if partial is None:
+                raise
+            warnings.warn(
+                f"interrupted: kept {len(partial.trials)} finished trials of {len(self)}"
+                + (f" (saved to {out})" if out else ""),
+                stacklevel=2,
+            )
+            return partial
+
+    async def arun(
+        self,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        *,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool | Any = True,
+        server: Any = None,
+        ramp: float = DEFAULT_RAMP,
+    ) -> Any:
+        """Async :meth:`run`. If cancelled, the partial result is left in ``self.last_result``
+        (and saved to ``out``) before the cancellation propagates."""
+        from ._progress import Progress
+        from .result import Result
+
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError("concurrency", concurrency, "expected a whole number >= 1")
+        out_path = Path(out) if out is not None else None
+        journal = None
+        if out_path is not None:
+            from .bundle import prepare_folder
+
+            prepare_folder(out_path, overwrite=overwrite)
+            (out_path / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
+            journal = (out_path / JOURNAL).open("a", encoding="utf-8")
+        records: list[dict[str, Any]] = []
+        bar = progress if not isinstance(progress, bool) else Progress(len(self), "trials", enabled=progress)
+        meta: dict[str, Any] = {
+            "concurrency": concurrency,
+            "started_utc": _utc(),
+            "trials_planned": len(self),
+            # the kit's clock is monotonic; this pair maps it to wall time (HAR needs dates)
+            "clock_anchor": {"unix_ns": time.time_ns(), "perf_ns": now_ns()},
+        }
+        t0 = time.perf_counter()
+        own_server = server is None
+        interrupted = False
+        async with contextlib.AsyncExitStack() as stack:
+            if own_server:
+                from .server import FaultServer
+
+                # in its own process: a thousand concurrent clients here would otherwise
+                # delay its writes by competing for the interpreter lock
+                server = FaultServer(isolate=True)
+                await asyncio.to_thread(server.start)
+                stack.push_async_callback(asyncio.to_thread, server.stop)
+            proxies = await self._start_proxies(server, stack)
+            urls = {c.index: self._url(server, proxies, c) for c in self.cells}
+            n_workers = min(concurrency, len(self))
+            clients = _clients(n_workers)
+            for c in clients:
+                stack.push_async_callback(c.aclose)
+            queue: asyncio.Queue[tuple[Cell, int]] = asyncio.Queue()
+            for c in self.cells:
+                for t in range(self.trials):
+                    queue.put_nowait((c, t))
+
+            async def worker(client: httpx.AsyncClient, delay: float) -> None:
+                from .client import astream
+
+                if delay:
+                    await asyncio.sleep(delay)
+                while True:
+                    try:
+                        cell, t = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        return
+                    tseed = trial_seed(self.seed, cell.key, t)
+                    trace = await astream(
+                        urls[cell.index],
+                        policy=cell.policy,
+                        client=client,
+                        trial=str(tseed),
+                        headers=self.headers or None,
+                    )
+                    if server.isolate:  # its log arrives a moment after the client saw the end
+                        for a in trace.attempts:
+                            await a.await_server_log()
+                    rec = trace_record(trace, trial_id(cell.index, t), cell.index, t, tseed)
+                    records.append(rec)
+                    if journal is not None:
+                        journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                        journal.flush()
+                    bar.update(1)
+
+            step = ramp / n_workers if ramp else 0.0
+            workers = [asyncio.ensure_future(worker(c, i * step)) for i, c in enumerate(clients)]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException as exc:
+                # Ctrl-C, a kernel interrupt or a bug: stop the trials in flight, keep the finished ones
+                interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                if not interrupted:
+                    raise
+            finally:
+                bar.close()
+                meta["wall_s"] = time.perf_counter() - t0
+                meta["interrupted"] = interrupted
+                meta["trials_done"] = len(records)
+                proxy_logs = {label: _proxy_log(p) for label, p in proxies.items()}
+                result = Result.from_records(self, records, meta=meta, proxy_logs=proxy_logs)
+                self.last_result = result
+                if journal is not None:
+                    journal.close()
+                if out_path is not None:
+                    result.save(out_path, overwrite=True)
+        if interrupted:
+            raise asyncio.CancelledError
+        return result
+
+    async def _start_proxies(self, server: Any, stack: contextlib.AsyncExitStack) -> dict[str, Any]:
+        nets = {}
+        for c in self.cells:
+            if c.network is not None:
+                nets.setdefault(c.network_label, c.network)
+        if not nets:
+            return {}
+        from .proxy import NetworkProxy  # written alongside; only needed when a grid has networks
+
+        proxies = {}
+        for label, net in nets.items():
+            # one proxy per distinct network; its draws (jitter, toxicity) come from a seed derived
+            # from the experiment's, but follow connection order, which concurrency shuffles
+            proxy = NetworkProxy(upstream=server.address, network=net, seed=network_seed(self.seed, net))
+            await asyncio.to_thread(proxy.__enter__)
+            stack.push_async_callback(asyncio.to_thread, proxy.__exit__, None, None, None)
+            proxies[label] = proxy
+        return proxies
+
+    def _url(self, server: Any, proxies: Mapping[str, Any], cell: Cell) -> Any:
+        url = server.url_for(cell.scenario)
+        if cell.network is not None:
+            return proxies[cell.network_label].url_for(url)
+        return url
+
+    # -- replay ----------------------------------------------------------------------
+
+    def replay(self, tid: str, *, server: Any = None) -> Trace:
+        """Run trial ``tid`` alone (same scenario, network, policy and seed); blocking."""
+        return run_sync(self.areplay(tid, server=server))
+
+    async def areplay(self, tid: str, *, server: Any = None) -> Trace:
+        """Async :meth:`replay`."""
+        from .client import astream
+
+        c, t = self._locate(tid)
+        cell = self.cells[c]
+        async with contextlib.AsyncExitStack() as stack:
+            if server is None:
+                from .server import FaultServer
+
+                server = FaultServer()
+                await asyncio.to_thread(server.start)
+                stack.push_async_callback(asyncio.to_thread, server.stop)
+            sub = Experiment(cells=[(cell.scenario, cell.network, cell.policy)], seed=self.seed)
+            sub.cells[0] = dataclasses.replace(sub.cells[0], network_label=cell.network_label)
+            proxies = await sub._start_proxies(server, stack)
+            url = sub._url(server, proxies, sub.cells[0])
+            return await astream(
+                url,
+                policy=cell.policy,
+                trial=str(trial_seed(self.seed, cell.key, t)),
+                headers=self.headers or None,
+            )
+
+
+def _clients(n: int) -> list[httpx.AsyncClient]:
+    """One single-connection client per worker.
+
+    Why not one shared pool of ``n`` connections: httpcore's pool re-scans every
+    connection for every queued request (O(n^2) per assignment, with a socket poll per
+    idle check); at 100 connections that ate two thirds of the client's CPU and made
+    the server's writes hundreds of ms late. A worker keeps its own keep-alive
+    connection, as one concurrent user of an API would. One SSL context is shared.
+    """
+    import ssl
+
+    ctx = ssl.create_default_context()
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return [
+        httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits, trust_env=False, verify=ctx) for _ in range(n)
+    ]
+
+
+def _listify(name: str, value: Any) -> list[Any]:
+    if value is None:
+        raise ConfigError(name, None, f"expected a list of {name}")
+    if isinstance(value, str | Mapping | Scenario | Policy):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for v in values:
+        seen.setdefault(_canonical(v.to_dict() if v is not None else None), v)
+    return list(seen.values())
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _proxy_log(proxy: Any) -> Any:
+    for attr in ("forwards_df", "log_df"):
+        value = getattr(proxy, attr, None)
+        if value is None:
+            continue
+        value = value() if callable(value) else value
+        with contextlib.suppress(Exception):
+            import pandas as pd
+
+            return value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
+    return None
+
+
+# --------------------------------------------------------------- redaction of configs
+
+
+def redact_config(obj: Any) -> Any:
+    """A copy of a config with secret header values and key-looking strings replaced."""
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and k.lower() in SECRET_HEADERS and v is not None:
+                out[k] = REDACTED
+            else:
+                out[k] = redact_config(v)
+        return out
+    if isinstance(obj, list | tuple):
+        # header lists as [[name, value], ...] (HttpStatus.headers before to_dict)
+        if len(obj) == 2 and isinstance(obj[0], str) and obj[0].lower() in SECRET_HEADERS:
+            return [obj[0], REDACTED]
+        return [redact_config(v) for v in obj]
+    if isinstance(obj, str):
+        return redact_url(obj) if obj.startswith(("http://", "https://")) else redact_text(obj)
+    return obj
+
+
+# ------------------------------------------------------------------- trial records
+
+
+def trace_record(trace: Trace, tid: str, cell: int, trial: int, seed: int) -> dict[str, Any]:
+    """A JSON-ready record of one trial's trace (a line of ``trials.jsonl``).
+
+    Everything the Result tables are built from, and nothing else: secrets are already
+    redacted by the client (URLs, response headers); messages are redacted again here.
+    """
+    attempts = []
+    for a in trace.attempts:
+        o = a.outcome
+        attempts.append(
+            {
+                "index": a.index,
+                "request_id": a.request_id,
+                "method": a.method,
+                "url": a.url,
+                "start_ns": a.start_ns,
+                "wait_before": a.wait_before,
+                "connection": [[n, t] for n, t in a.connection],
+                "headers_ns": a.headers_ns,
+                "status": a.status,
+                "headers": a.headers,
+                "framing": a.framing,
+                "chunk_t": a.chunk_t.tolist(),
+                "chunk_size": a.chunk_size.tolist(),
+                "event_t": a.event_t.tolist(),
+                "event_type": list(a.event_type),
+                "event_size": a.event_size.tolist(),
+                "saw_terminator": a.saw_terminator,
+                "end_ns": a.end_ns,
+                "phase": o.phase if o else "connect",
+                "cause": o.cause if o else "cancelled",
+                "message": redact_text(o.message) if o else "",
+                "error": redact_text(a.error) if a.error else None,
+                "server": [
+                    [e.request_id, e.connection, e.scenario, e.attempt, e.seq, e.kind, e.nbytes, e.scheduled_ns, e.t_ns]
+                    for e in a.server_log
+                ],
+            }
+        )
+    return {
+        "trial_id": tid,
+        "cell": cell,
+        "trial": trial,
+        "seed": seed,
+        "url": trace.url,
+        "protocol": trace.protocol,
+        "start_ns": trace.start_ns,
+        "end_ns": trace.end_ns if trace.end_ns is not None else now_ns(),
+        "attempts": attempts,
+    }

@@ -1,0 +1,33 @@
+"""The sweep notebook runs in a real kernel, saves a bundle and reloads it equal."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from test_notebooks import NOTEBOOKS, execute
+
+import kit
+
+
+@pytest.mark.slow
+def test_sweep_notebook(tmp_path):
+    run_dir = tmp_path / "runs" / "04_timeout_sweep"
+    nb = execute(NOTEBOOKS / "04_timeout_sweep.ipynb", f"TRIALS = 3\nRUN_DIR = {str(run_dir)!r}", timeout=300)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "tables equal: True" in text
+    result = kit.load(pathlib.Path(run_dir))
+    assert len(result.trials) == 3 * 5 * 4
+    t = result.trials
+    # on the direct path the outcome is a step at the server's 1 s think time; 2.5 s is enough on any network
+    direct = t[t["network"] == "direct"]
+    assert set(direct.loc[direct["policy.first_chunk"] < 1.0, "cause"]) == {"timeout.first_chunk"}
+    assert direct.loc[direct["policy.first_chunk"] > 1.0, "ok"].all()
+    assert t.loc[t["policy.first_chunk"] >= 2.5, "ok"].all()
+    assert any(
+        o.get("data", {}).get("application/vnd.vegalite.v6+json") or o.get("data", {}).get("text/html")
+        for o in outputs
+        if o.output_type in ("display_data", "execute_result")
+    )
