@@ -113,7 +113,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = ap.parse_args()
     reps = 2 if args.quick else 5
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    )
 
     with kit.FaultServer() as server:
         sc = kit.Scenario(protocol="anthropic", events=200, gap=0.01)
@@ -140,8 +142,9 @@ def main() -> None:
             ratios.append((n2 / t2) / (n1 / t1))
         print(f"plain httpx aiter_raw: median {statistics.median(plain_rates):7.1f} MB/s")
         print(f"kit.astream:           median {statistics.median(kit_rates):7.1f} MB/s")
-        print(f"throughput ratio kit/plain: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)})")
-
+        print(
+            f"throughput ratio kit/plain: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)})"
+        )
 
     print("\n== 100 concurrent streams: 200 events, 10 ms gaps, one client process ==")
     concurrent(isolate=False)

@@ -171,4 +171,3 @@ def main() -> None:
     lhost, lport, key, host, port, allow_remote = sys.argv[-6:]
     conn = Client((lhost, int(lport)), authkey=bytes.fromhex(key))
     _child_main(conn, host, int(port), allow_remote == "1")
-

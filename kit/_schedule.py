@@ -213,7 +213,9 @@ def _hostile(plan: Plan, fault: Hostile, t: float) -> Iterator[Action]:
         yield Action(t, "raw", "bad_chunk_size", b"zz\r\nnot a hex size\r\n")
         yield Action(t, "close", "close")
     elif fault.what == "invalid_utf8":
-        event = b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "\xff\xfe\xc3"}}\n\n'
+        event = (
+            b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "\xff\xfe\xc3"}}\n\n'
+        )
         yield Action(t, "write", "invalid_utf8", event)
 
 

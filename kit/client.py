@@ -366,10 +366,14 @@ class _BodyReader:
             if self.stop is None:
                 if self.sse.oversized:
                     self.stop = Outcome(
-                        "stream", "malformed", f"an event over the client's cap of max_event_bytes={self.max_event_bytes}"
+                        "stream",
+                        "malformed",
+                        f"an event over the client's cap of max_event_bytes={self.max_event_bytes}",
                     )
                 elif self.sse.bad_lines:
-                    self.stop = Outcome("stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)")
+                    self.stop = Outcome(
+                        "stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)"
+                    )
                 elif self.sse.decode_errors:
                     self.stop = Outcome("stream", "malformed", "event data that is not valid UTF-8")
         elif self.kind == "ndjson":
@@ -378,7 +382,9 @@ class _BodyReader:
             if self.max_event_bytes is not None and len(self.line_buf) > self.max_event_bytes:
                 self.line_buf = b""
                 self.stop = Outcome(
-                    "stream", "malformed", f"an NDJSON line over the client's cap of max_event_bytes={self.max_event_bytes}"
+                    "stream",
+                    "malformed",
+                    f"an NDJSON line over the client's cap of max_event_bytes={self.max_event_bytes}",
                 )
                 return
             for line in lines:

@@ -51,11 +51,30 @@ const cfg = JSON.parse(process.env.KIT_NODE_CFG);
 const path = require('path');
 const t0 = process.hrtime.bigint();
 let finished = false;
+// side_abort: an unrelated child process killed by its own AbortController (as a CLI's
+// tool timer does); its AbortError is reported next to, not instead of, the SDK's result
+let side = null, sidePending = false;
+const sideWaiters = [];
+if (cfg.sideAbort !== null && cfg.sideAbort !== undefined) {
+  sidePending = true;
+  const ac = new AbortController();
+  require('child_process').execFile(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { signal: ac.signal }, (err) => {
+    side = { exception: err ? err.name : null, message: err ? String(err.message) : 'exited',
+             t: Number(process.hrtime.bigint() - t0) / 1e9 };
+    sidePending = false;
+    sideWaiters.splice(0).forEach((f) => f());
+  });
+  setTimeout(() => ac.abort(), cfg.sideAbort);
+}
 function done(obj) {
   if (finished) return;
   finished = true;
   obj.elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
-  process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(0));
+  const write = () => {
+    if (side) obj.side = side;
+    process.stdout.write(JSON.stringify(obj) + '\n', () => process.exit(0));
+  };
+  if (sidePending) sideWaiters.push(write); else write();
 }
 function fail(err, how) {
   const cause = err && err.cause ? String(err.cause.message || err.cause) : null;
@@ -77,19 +96,22 @@ async function main() {
   if (cfg.maxRetries !== null) opts.maxRetries = cfg.maxRetries;
   const client = new Client(opts);
   const messages = [{ role: 'user', content: 'Say hello, slowly.' }];
+  // signal_timeout: the caller's own AbortController deadline on the whole request
+  const reqOpts = cfg.signalTimeout !== null && cfg.signalTimeout !== undefined
+    ? { signal: AbortSignal.timeout(cfg.signalTimeout) } : undefined;
   let result;
   if (cfg.sdk === 'anthropic' && cfg.method === 'stream') {
-    const s = client.messages.stream({ model: 'claude-kit-1', max_tokens: 1024, messages });
+    const s = client.messages.stream({ model: 'claude-kit-1', max_tokens: 1024, messages }, reqOpts);
     const msg = await s.finalMessage();
     result = { stop_reason: msg.stop_reason, text_chars: msg.content.map((b) => b.text || '').join('').length };
   } else if (cfg.sdk === 'anthropic') {
     let n = 0, last = null;
-    const s = await client.messages.create({ model: 'claude-kit-1', max_tokens: 1024, messages, stream: true });
+    const s = await client.messages.create({ model: 'claude-kit-1', max_tokens: 1024, messages, stream: true }, reqOpts);
     for await (const ev of s) { n++; last = ev.type; }
     result = { events: n, last_event: last };
   } else {
     let n = 0, finish = null, text = 0;
-    const s = await client.chat.completions.create({ model: 'gpt-kit-1', messages, stream: true });
+    const s = await client.chat.completions.create({ model: 'gpt-kit-1', messages, stream: true }, reqOpts);
     for await (const c of s) {
       n++;
       for (const ch of c.choices || []) {
@@ -228,6 +250,8 @@ def run(
     timeout: float | None = None,
     hang_after: float = 30.0,
     instrument: bool = False,
+    signal_timeout: float | None = None,
+    side_abort: float | None = None,
 ) -> SDKRun:
     """One streaming call through a Node SDK (``anthropic-node@0.39``, ``openai-node``...).
 
@@ -236,6 +260,11 @@ def run(
     stopped and the run's outcome is ``hang`` (the TypeScript SDK has no body timer).
     ``instrument`` is accepted for symmetry with the Python runners; Node traffic is seen
     from the server's side only (``server_requests``).
+
+    ``signal_timeout`` (s) passes ``{signal: AbortSignal.timeout(ms)}`` to the call: the
+    caller's own deadline on the whole request, body included. ``side_abort`` (s) starts an
+    unrelated child process and aborts it with its own ``AbortController`` after that
+    long; its ``AbortError`` lands in ``result["side_error"]`` (the stream is untouched).
     """
     del instrument
     name, _, version_spec = client.partition("@")
@@ -258,6 +287,8 @@ def run(
         "baseURL": base,
         "timeout": None if timeout is None else int(timeout * 1000),
         "maxRetries": max_retries,
+        "signalTimeout": None if signal_timeout is None else int(signal_timeout * 1000),
+        "sideAbort": None if side_abort is None else int(side_abort * 1000),
     }
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
     env["NODE_NO_WARNINGS"] = "1"
@@ -296,6 +327,10 @@ def run(
         raise NodeUnavailable(f"node printed no result (exit {proc.returncode}): {err.strip()[-800:]}")
     data = json.loads(line)
     message = data.get("message", "")
+    result = data.get("result") or ({"cause": data["cause"]} if data.get("cause") else None)
+    if data.get("side"):
+        result = {**(result or {}), "side_error": data["side"]}
+    extra = {k: v for k, v in (("signal_timeout", signal_timeout), ("side_abort", side_abort)) if v is not None}
     return SDKRun(
         client=name,
         client_version=exact,
@@ -305,9 +340,9 @@ def run(
         outcome=data["outcome"],
         exception=data.get("exception"),
         message=message,
-        result=data.get("result") or ({"cause": data["cause"]} if data.get("cause") else None),
+        result=result,
         attempts=count.attempts(),
         elapsed=float(data.get("elapsed", time.monotonic() - t0)),
         server_requests=count.requests(),
-        options={"max_retries": max_retries, "timeout": timeout},
+        options={"max_retries": max_retries, "timeout": timeout, **extra},
     )

@@ -156,7 +156,9 @@ class FaultServer:
         if self._server is not None or self._child is not None:
             return self
         if self.isolate:
-            self._child = IsolatedServer(self.host, self._port, self._allow_remote, self._receive_log, self._record_request)
+            self._child = IsolatedServer(
+                self.host, self._port, self._allow_remote, self._receive_log, self._record_request
+            )
             _ALL_SERVERS.add(self)
             return self
         self._thread.start()
@@ -318,7 +320,9 @@ class FaultServer:
                 await self._reject(conn_id, writer, exc.error_status_hint or 400, "invalid_request_error", str(exc))
                 return
             except _BodyTooLarge:
-                await self._reject(conn_id, writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes")
+                await self._reject(
+                    conn_id, writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes"
+                )
                 return
             if request is None:
                 return
@@ -351,10 +355,14 @@ class FaultServer:
             elif isinstance(event, h11.ConnectionClosed):
                 return None, b"", 0
 
-    async def _reject(self, conn_id: int, writer: asyncio.StreamWriter, status: int, error_type: str, message: str) -> None:
+    async def _reject(
+        self, conn_id: int, writer: asyncio.StreamWriter, status: int, error_type: str, message: str
+    ) -> None:
         """Answer a bad request with ``status`` and a JSON error, log it, and close."""
         _logger.info("connection %d rejected with %d: %s", conn_id, status, message)
-        self._record_request({"request_id": None, "connection": conn_id, "status": status, "end": "rejected", "reason": message})
+        self._record_request(
+            {"request_id": None, "connection": conn_id, "status": status, "end": "rejected", "reason": message}
+        )
         body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
         head = (
             f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n"

@@ -31,7 +31,9 @@ def execute(path: pathlib.Path, overrides: str | None = None, timeout: int = 180
         idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
         assert idx is not None, f"{path.name} has no cell tagged 'parameters'"
         nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(overrides, metadata={"tags": ["injected-parameters"]}))
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
     return nb
 

@@ -87,7 +87,9 @@ def test_openai_stream_ends_with_done():
 # -- property: output does not depend on where chunk boundaries fall ---------------------
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20)
-_event = st.tuples(st.one_of(st.none(), _text.filter(lambda s: s.strip() == s and s)), st.lists(_text, min_size=1, max_size=3))
+_event = st.tuples(
+    st.one_of(st.none(), _text.filter(lambda s: s.strip() == s and s)), st.lists(_text, min_size=1, max_size=3)
+)
 
 
 @st.composite

@@ -62,7 +62,12 @@ def test_unknown_field_in_dict_suggests_closest():
 
 @given(seed=st.integers(0, 2**31), dist=st.sampled_from(["uniform", "normal", "lognormal", "pareto"]))
 def test_seeded_gaps_are_reproducible_and_non_negative(seed, dist):
-    gap = {"uniform": Gap.uniform(0, 0.1), "normal": Gap.normal(0.05, 0.05), "lognormal": Gap.lognormal(0.02, 1), "pareto": Gap.pareto(0.01, 2)}[dist]
+    gap = {
+        "uniform": Gap.uniform(0, 0.1),
+        "normal": Gap.normal(0.05, 0.05),
+        "lognormal": Gap.lognormal(0.02, 1),
+        "pareto": Gap.pareto(0.01, 2),
+    }[dist]
     sc = kit.Scenario(events=30, gap=gap, seed=seed)
     a, b = sc.plan(1, key="t1"), sc.plan(1, key="t1")
     assert a.gaps == b.gaps and all(g >= 0 for g in a.gaps)

@@ -29,12 +29,18 @@ def test_close_clean_and_unclean():
 
 
 def test_stall_shifts_later_units():
-    writes = [a for a in actions(kit.Scenario(events=2, gap=0, faults=[kit.Stall(after=1, duration=2.0)])) if a.op == "write" and a.data]
+    writes = [
+        a
+        for a in actions(kit.Scenario(events=2, gap=0, faults=[kit.Stall(after=1, duration=2.0)]))
+        if a.op == "write" and a.data
+    ]
     assert writes[0].t == 0 and writes[1].t == pytest.approx(2.0)
 
 
 def test_pings_fill_silences():
-    acts = actions(kit.Scenario(events=0, ping_every=0.1, first_byte_delay=0.35, faults=[kit.Close(after=0, clean=True)]))
+    acts = actions(
+        kit.Scenario(events=0, ping_every=0.1, first_byte_delay=0.35, faults=[kit.Close(after=0, clean=True)])
+    )
     assert [a.kind for a in acts] == ["ping", "ping", "ping", "close"]
 
 

@@ -30,7 +30,9 @@ def test_root_lists_scenarios(server):
 
 
 def test_malformed_request_body_is_400(server):
-    r = httpx.post(server.url_for("ok") + "/v1/messages", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.url_for("ok") + "/v1/messages", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert "not valid JSON" in r.json()["error"]["message"]
 
@@ -42,7 +44,9 @@ def test_garbage_request_line_is_400(server):
 
 
 def test_request_body_over_the_cap_is_413(server):
-    r = httpx.post(server.url_for("ok") + "/v1/messages", content=b"x" * (2 << 20), headers={"content-type": "text/plain"})
+    r = httpx.post(
+        server.url_for("ok") + "/v1/messages", content=b"x" * (2 << 20), headers={"content-type": "text/plain"}
+    )
     assert r.status_code == 413
 
 
