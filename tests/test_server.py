@@ -166,7 +166,7 @@ def test_isolated_server_has_the_same_api():
         assert ok.server["kind"].iloc[-1] == "end"
         assert len(srv.requests) == 2
     with pytest.raises(kit.ServerError):
-        srv.address
+        _ = srv.address
 
 
 def test_slowloris_gets_408_and_a_healthy_client_is_unaffected():
