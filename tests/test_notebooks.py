@@ -17,6 +17,7 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 
 # per-notebook overrides of the `parameters` cell (only what keeps CI fast)
 OVERRIDES: dict[str, str] = {
+    "00_explorer.ipynb": "FIRST_BYTE_DELAY = 0.5",
     "01_quickstart.ipynb": "EVENTS = 10",
     "04_timeout_sweep.ipynb": "TRIALS = 3",
 }

@@ -1,0 +1,195 @@
+"""kit.widgets, headless: set controls, await the run, check the outcome line and the charts.
+
+The explorer's runs are tasks on the running event loop (the kernel's, in Jupyter; here
+the one ``asyncio.run`` makes), exactly as in a notebook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+import pytest
+
+import kit
+from kit.widgets import Explorer, SweepPanel, describe_outcome
+
+NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "00_explorer.ipynb"
+
+
+def _rows(jchart) -> list[dict]:
+    spec = jchart.spec or {}
+    return [r for d in spec.get("datasets", {}).values() for r in d]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_explorer_flips_between_first_chunk_timeout_and_ok():
+    async def main():
+        ex = Explorer("slow_first_byte", autorun=False)
+        try:
+            ex.scenario_controls.set(first_byte_delay=0.6)
+            ex.policy_controls.set(first_chunk=0.2)
+            trace = await ex.wait()
+            assert trace.outcome.cause == "timeout.first_chunk"
+            assert "first_chunk/timeout.first_chunk" in ex.outcome.value
+            assert "after 0.20 s" in ex.outcome.value and "first byte was due at 0.60 s" in ex.outcome.value
+            before = _rows(ex.timeline)
+            assert any(r.get("cause") == "timeout.first_chunk" for r in before)
+            assert not [r for r in before if "count" in r]  # no chunk ticks
+
+            ex.policy_controls.controls["first_chunk"].value = 2.0  # the slider, as a user moves it
+            trace = await ex.wait()
+            assert trace.ok and "done/ok" in ex.outcome.value
+            after = _rows(ex.timeline)
+            assert after != before
+            assert [r for r in after if "count" in r], "the redrawn timeline has chunk ticks"
+            assert max(r["cum_bytes"] for r in _rows(ex.cumulative)) == trace.summary()["bytes"]
+            assert ex.runs == 2
+            # redraw latency: the run's own duration plus drawing, generously bounded on a shared CI box
+            assert ex.last_latency_s - trace.duration < 1.5
+        finally:
+            ex.close()
+
+    run(main())
+
+
+def test_a_superseded_run_is_cancelled():
+    async def main():
+        ex = Explorer("slow_first_byte", autorun=False)
+        try:
+            ex.scenario_controls.set(first_byte_delay=3.0)  # run 1: would wait 3 s for the first byte
+            await asyncio.sleep(0.3)
+            first = ex._task
+            ex.policy_controls.set(first_chunk=0.25)  # run 2 supersedes it
+            trace = await ex.wait()
+            assert first.cancelled()
+            assert ex.cancelled >= 1 and ex.runs == 1  # only the latest run drew
+            assert trace.outcome.cause == "timeout.first_chunk"
+            assert trace.duration < 2.0
+        finally:
+            ex.close()
+
+    run(main())
+
+
+def test_network_controls_change_the_proxy_live():
+    pytest.importorskip("kit.proxy")
+
+    async def main():
+        ex = Explorer("ok", autorun=False)
+        try:
+            ex.network_controls.set(latency=0.3)
+            trace = await ex.wait()
+            assert trace.ok and trace.summary()["first_chunk_s"] >= 0.3
+            assert ex._proxy is not None
+            ex.network_controls.set(latency=0.0)
+            trace = await ex.wait()
+            assert trace.summary()["first_chunk_s"] < 0.25
+        finally:
+            ex.close()
+        assert ex._server is None and ex._proxy is None
+
+    run(main())
+
+
+def test_idle_timeout_names_the_stall():
+    async def main():
+        ex = Explorer("stall_mid_stream", autorun=False)
+        try:
+            ex.policy_controls.set(idle=0.3, first_chunk=0.0)
+            trace = await ex.wait()
+            assert trace.outcome.cause == "timeout.idle"
+            assert "stream/timeout.idle" in ex.outcome.value and "stalled after 10 events" in ex.outcome.value
+        finally:
+            ex.close()
+
+    run(main())
+
+
+def test_scenario_controls_follow_the_preset():
+    ex = Explorer("ok", autorun=False)
+    try:
+        sc = ex.scenario_controls
+        sc.controls["preset"].value = "close_mid_stream"
+        assert sc.controls["fault"].value == "close (FIN mid-body)" and sc.controls["fault_after"].value == 10
+        assert any(isinstance(f, kit.Close) for f in sc.value.faults)
+        sc.set(fault="none")
+        assert not sc.value.faults
+    finally:
+        ex.close()
+
+
+def test_describe_outcome_plain_words(server):
+    trace = kit.stream(server.url_for("slow_first_byte"), policy=kit.Policy(first_chunk=0.2))
+    text = describe_outcome(trace, kit.Scenario.preset("slow_first_byte"))
+    assert text.startswith("first_chunk/timeout.first_chunk: timeout.first_chunk after 0.20 s")
+    assert "first byte was due at 3.00 s" in text
+
+
+@pytest.mark.slow
+def test_sweep_panel_runs_shows_heatmap_and_cell_timelines():
+    pytest.importorskip("kit.experiment")
+
+    async def main():
+        panel = SweepPanel(
+            "slow_first_byte",
+            x="policy.first_chunk",
+            y="scenario.first_byte_delay",
+            x_values="0.2, 1",
+            y_values="0.4",
+            trials=2,
+        )
+        try:
+            panel.run()
+            result = await panel.wait()
+            assert result is not None and len(result.trials) == 4
+            assert panel.progress.value == 4
+            cells = {(r["x"], r["y"]): r for r in _rows(panel.heatmap) if "shares" in r}
+            assert cells[("0.2", "0.4")]["outcome"] == "timeout.first_chunk"
+            assert cells[("1", "0.4")]["outcome"] == "ok"
+            # a click on a heatmap cell, as the browser reports it
+            panel.heatmap._vl_selections = {
+                "cell": {"value": {"vlPoint": {"or": [{"x": "1", "y": "0.4"}]}}, "store": []}
+            }
+            rows = _rows(panel.detail)
+            assert {r.get("cause") for r in rows if "cause" in r} == {"ok"}
+            assert "policy.first_chunk=1" in repr(panel.detail.spec)
+        finally:
+            panel.close()
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_sweep_panel_stop_keeps_finished_trials():
+    pytest.importorskip("kit.experiment")
+
+    async def main():
+        panel = SweepPanel(
+            x="scenario.first_byte_delay", y="policy.first_chunk", x_values="0, 2", y_values="5", trials=3
+        )
+        try:
+            panel.run()
+            await asyncio.sleep(1.0)  # the 0 s cells finish, the 2 s cells are still waiting
+            panel.stop()
+            await panel.wait()
+            assert "stopped" in panel.message.value
+            assert not panel.run_button.disabled and panel.stop_button.disabled
+        finally:
+            panel.close()
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_explorer_notebook_runs_in_a_fresh_kernel():
+    from test_notebooks import execute
+
+    nb = execute(NOTEBOOK, "FIRST_BYTE_DELAY = 0.5")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "done/ok" in text and "first_chunk/timeout.first_chunk" in text
