@@ -12,7 +12,9 @@ from .client import astream, stream
 from .experiment import Experiment
 from .har import from_har
 from .instrument import Recorder, instrument
+from .network import Network
 from .policy import Policy
+from .proxy import NetworkProxy
 from .result import Result
 from .scenarios import (
     Buffer,
@@ -56,6 +58,8 @@ __all__ = [
     "HttpStatus",
     "KitError",
     "Malformed",
+    "Network",
+    "NetworkProxy",
     "NoTerminator",
     "Outcome",
     "Policy",
