@@ -5,7 +5,7 @@ The curated public names; see docs/architecture.md for the map of the package.
 
 from __future__ import annotations
 
-from . import atlas, node, sdk  # submodules: kit.atlas.lookup, kit.sdk.run, kit.node.run
+from . import atlas, evidence, node, sdk  # submodules: kit.atlas.lookup, kit.sdk.run, kit.node.run, kit.evidence.match
 from ._errors import BundleError, ConfigError, KitError, ServerError
 from .bundle import compare, load, rerun
 from .client import astream, stream
@@ -74,6 +74,7 @@ __all__ = [
     "WrongFormat",
     "astream",
     "atlas",
+    "evidence",
     "instrument",
     "node",
     "sdk",

@@ -16,12 +16,14 @@ from nbclient import NotebookClient
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 
 # notebooks whose own test executes them and asserts their conclusions (not run twice)
-DEDICATED = {"03_real_clients.ipynb", "04_timeout_sweep.ipynb"}
+DEDICATED = {"03_real_clients.ipynb", "04_timeout_sweep.ipynb", "05_postmortem_no_chunks.ipynb"}
 
 # per-notebook overrides of the `parameters` cell (only what keeps CI fast)
 OVERRIDES: dict[str, str] = {
     "00_explorer.ipynb": "FIRST_BYTE_DELAY = 0.5",
     "01_quickstart.ipynb": "EVENTS = 10",
+    "05_postmortem_no_chunks.ipynb": "TRIALS = 40",
+    "06_your_traces.ipynb": "TOP = 2",
 }
 
 

@@ -936,6 +936,15 @@ def vantage_points(
     """
     title = "Three vantage points: when each byte was sent, forwarded and received"
     t = tables(data, "chunks")
+    if hasattr(proxy, "forwards_df"):
+        proxy = proxy.forwards_df()
+    full_log = {"conn", "direction", "t_recv_ns", "t_sent_ns", "nbytes"}
+    if isinstance(proxy, pd.DataFrame) and full_log <= set(proxy.columns):
+        from ..vantage import forwards_for  # a Trace: its own bytes only, on its proxy connection
+        from ._tables import is_trace
+
+        mine = forwards_for(data, proxy) if is_trace(data) else proxy.iloc[0:0]
+        proxy = mine if len(mine) else proxy  # not joined: fall back to the attempt's time window
     if proxy is not None:
         t.proxy = proxy if "trial_id" in proxy.columns else proxy.assign(trial_id=trial or "trace")
     order = t.trial_order
@@ -1063,7 +1072,17 @@ def _in_kernel() -> bool:
 
 def enable_offline() -> None:
     """Render charts offline in Jupyter: altair's ``jupyter`` renderer with vl-convert's
-    bundled JavaScript (done on import inside a kernel; call it yourself elsewhere)."""
+    bundled JavaScript (done on import inside a kernel; call it yourself elsewhere).
+
+    ``KIT_CHARTS_RENDERER=png`` (or ``svg``) renders static images through vl-convert
+    instead, for pages read without a kernel (``kit export`` sets it).
+    """
+    import os
+
+    static = os.environ.get("KIT_CHARTS_RENDERER", "").lower()
+    if static in ("png", "svg"):
+        alt.renderers.enable(static, **({"scale_factor": 1.5} if static == "png" else {}))
+        return
     alt.renderers.enable("jupyter", offline=True)
 
 
