@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _registry
 from ._clock import now_ns
 from ._errors import ConfigError, KitError
 from .scenarios import Scenario
@@ -91,9 +92,7 @@ def exception_name(exc: BaseException) -> str:
 
 
 def _find_server(url: str) -> FaultServer | None:
-    from .server import _ALL_SERVERS
-
-    for s in list(_ALL_SERVERS):
+    for s in _registry.running_servers():
         try:
             if str(url).startswith(s.url + "/"):
                 return s
