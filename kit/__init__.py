@@ -5,7 +5,7 @@ The curated public names; see docs/architecture.md for the map of the package.
 
 from __future__ import annotations
 
-from . import atlas, evidence, node, sdk  # submodules: kit.atlas.lookup, kit.sdk.run, kit.node.run, kit.evidence.match
+from . import atlas, evidence, node, sdk, vantage  # submodules: kit.atlas.lookup, kit.sdk.run, kit.vantage.table...
 from ._errors import BundleError, ConfigError, KitError, ServerError
 from .bundle import compare, load, rerun
 from .client import astream, stream
@@ -79,4 +79,5 @@ __all__ = [
     "node",
     "sdk",
     "stream",
+    "vantage",
 ]

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ._errors import BundleError, ConfigError
+from ._redact import redact_text
 
 __all__ = ["COLUMNS", "DEFAULT_CLIENTS", "build", "load", "lookup", "normalize"]
 
@@ -196,6 +197,8 @@ def build(
                     kwargs["hang_after"] = hang_after
                 r = sdk.run(client, name, **kwargs)
                 row = r.row()
+                # an SDK's message may echo the error body (and a key in it): the atlas is shared
+                row["message"] = redact_text(str(row["message"] or ""))
                 row["scenario"] = name
                 rows.append(row)
                 if progress:

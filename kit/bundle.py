@@ -276,6 +276,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(doc.get("tables"), dict):
         raise BundleError(f"{file}: has no 'tables' section")
+    for section in ("experiment", "run"):
+        if doc.get(section) is not None and not isinstance(doc[section], dict):
+            raise BundleError(f"{file}: the {section!r} section is not an object")
     return doc
 
 
@@ -296,14 +299,21 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
         if not isinstance(info, dict) or "file" not in info:
             raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} is not listed")
         rel = str(info["file"])
-        file = (path / rel).resolve()
-        if path.resolve() not in file.parents:
-            raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} points outside the bundle ({rel})")
-        if not file.exists():
-            raise BundleError(f"{path / rel}: missing table {name!r}")
+        try:
+            file = (path / rel).resolve()
+            if path.resolve() not in file.parents:
+                raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} points outside the bundle ({rel!r})")
+            if not file.is_file():  # a folder (``tables``) or a dangling name is no table
+                raise BundleError(f"{path / rel}: missing table {name!r}")
+        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the file system
+            if isinstance(exc, BundleError):
+                raise
+            raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} has an unusable file name ({exc})") from None
         if info.get("sha256") and _sha256(file) != info["sha256"]:
             raise BundleError(f"{path / rel}: corrupt table {name!r} (checksum does not match bundle.json)")
         columns: dict[str, str] = info.get("columns") or {}
+        if not isinstance(columns, dict) or not all(isinstance(d, str) for d in columns.values()):
+            raise BundleError(f"{path / BUNDLE_JSON}: the columns of table {name!r} are not a name -> dtype object")
         try:
             if rel.endswith(".parquet"):
                 df = pd.read_parquet(file)
@@ -322,7 +332,7 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
             df = conform(df, columns) if columns else df
         except KeyError as exc:
             raise BundleError(f"{path / rel}: column {exc.args[0]!r} is missing") from None
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
             raise BundleError(f"{path / rel}: a column has the wrong type ({exc})") from None
         tables[name] = df
     return Result(tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)})
@@ -366,7 +376,11 @@ def _recover(path: Path) -> Result:
                 continue
             raise BundleError(f"{journal}: line {i} is corrupt") from None
     meta = {"interrupted": True, "recovered": True, "trials_planned": len(experiment)}
-    return Result.from_records(experiment, records, meta=meta)
+    try:
+        return Result.from_records(experiment, records, meta=meta)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        # a journal line that parses as JSON but is not a trial record
+        raise BundleError(f"{journal}: a record has the wrong shape ({type(exc).__name__}: {exc})") from None
 
 
 # --------------------------------------------------------------- rerun and compare

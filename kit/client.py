@@ -22,7 +22,7 @@ import httpx
 from ._clock import now_ns
 from ._errors import ConfigError
 from ._loop import run_sync
-from ._redact import redact_headers, redact_url
+from ._redact import redact_headers, redact_text, redact_url
 from .policy import Policy
 from .protocols import PROTOCOLS, SSEParser
 from .retry import decide as _retry_decide
@@ -286,8 +286,8 @@ async def _run_attempt(
                 clock.enter("first_chunk", t)
                 if response.status_code >= 400:
                     error_body = await _read_error_body(response, attempt, clock)
-                    attempt.outcome = Outcome(
-                        "headers", "http_status", _status_message(response.status_code, error_body)
+                    attempt.outcome = Outcome(  # the body is the server's text: keys in it are redacted
+                        "headers", "http_status", redact_text(_status_message(response.status_code, error_body))
                     )
                 else:
                     await _read_body(response, attempt, clock, reader)
@@ -441,9 +441,9 @@ class _BodyReader:
 
 def _error_text(obj: Any) -> str:
     err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict):
-        return f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
-    return str(err or obj)[:200]
+    if isinstance(err, dict):  # the server's text: keys in it are redacted, as in headers
+        return redact_text(f"{err.get('type', 'error')}: {err.get('message', '')}".strip())
+    return redact_text(str(err or obj)[:200])
 
 
 async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, reader: _BodyReader) -> None:
@@ -521,7 +521,7 @@ def _classify_error(exc: httpx.HTTPError, attempt: Attempt, clock: _Clock) -> Ou
         return Outcome(phase, "reset", msg)
     if isinstance(exc, httpx.RemoteProtocolError):
         low = msg.lower()
-        if "peer closed" in low or "disconnected" in low or "incomplete" in low:
+        if "peer closed" in low or "unexpectedly closed" in low or "disconnected" in low or "incomplete" in low:
             return Outcome(phase, "closed", msg)
         return Outcome(phase, "malformed", msg)
     if isinstance(exc, httpx.DecodingError):

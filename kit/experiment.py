@@ -351,9 +351,20 @@ class Experiment:
             if key not in _CONFIG_FIELDS:
                 raise ConfigError.unknown("experiment field", key, _CONFIG_FIELDS)
         kw: dict[str, Any] = {k: d[k] for k in ("name", "trials", "seed", "headers") if k in d}
-        if d.get("cells") is not None:
-            return cls(cells=d["cells"], **kw)
-        return cls(scenarios=d.get("scenarios"), networks=d.get("networks"), policies=d.get("policies"), **kw)
+        try:
+            if d.get("cells") is not None:
+                return cls(cells=d["cells"], **kw)
+            return cls(scenarios=d.get("scenarios"), networks=d.get("networks"), policies=d.get("policies"), **kw)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+            # a file is data: a value of the wrong shape (a list where a name goes, ...) deep in
+            # the config is a ConfigError, never a stray TypeError from the code reading it
+            import reprlib
+
+            raise ConfigError(
+                "experiment", reprlib.repr(dict(d)), f"a config of the documented shape ({type(exc).__name__}: {exc})"
+            ) from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Experiment) and self.to_dict(redact=False) == other.to_dict(redact=False)

@@ -279,6 +279,16 @@ def from_har(path: str | Path) -> Any:
     times are on the HAR's wall clock (``t`` columns are seconds since each entry's
     start). Raises :class:`~kit.BundleError` naming the file if it is not HAR 1.2.
     """
+    try:
+        return _from_har(path)
+    except BundleError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+        # a HAR is untrusted data: a field of the wrong type is a bad file, not a crash
+        raise BundleError(f"{path}: a HAR field has the wrong type or value ({type(exc).__name__}: {exc})") from None
+
+
+def _from_har(path: str | Path) -> Any:
     from .protocols import SSEParser
     from .result import Result, proxy_table, tables_from_records
 

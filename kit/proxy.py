@@ -46,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
+from ._rerun import replace_previous
 from .network import (
     Bandwidth,
     Down,
@@ -840,6 +841,7 @@ class NetworkProxy:
         """Start listening; returns once the port is bound. Returns the proxy."""
         if self._server is not None:
             return self
+        replace_previous(self)  # a rerun notebook cell stops the proxy its last run started
         thread = self._start_thread()
         try:
             thread.call(self._astart(), timeout=10)
@@ -881,6 +883,14 @@ class NetworkProxy:
     async def _astop(self) -> None:
         self._stopping = True
         if self._server is not None:
+            # Stop accepting first, then let accepts already under way finish while the server
+            # is still open: on 3.11 a transport made after Server.close() fails an assertion,
+            # leaking its socket and leaving that client hanging. Finished, they see _stopping.
+            loop = asyncio.get_running_loop()
+            for sock in self._server.sockets:
+                loop.remove_reader(sock.fileno())
+            for _ in range(3):
+                await asyncio.sleep(0)
             self._server.close()
         for conn in list(self._open.values()):
             conn.shutdown("proxy stopped", mode="abort")

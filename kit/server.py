@@ -23,7 +23,6 @@ import socket
 import struct
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +30,11 @@ from urllib.parse import unquote
 
 import h11
 
+from . import _registry
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._isolated import IsolatedServer
+from ._rerun import replace_previous
 from ._loop import LoopThread
 from ._schedule import Response, build_response
 from .scenarios import PRESETS, Scenario
@@ -45,7 +46,6 @@ REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request (slowlor
 
 _logger = logging.getLogger("kit.server")
 
-_ALL_SERVERS: weakref.WeakSet[FaultServer] = weakref.WeakSet()
 
 
 class ScenarioURL(str):
@@ -155,11 +155,12 @@ class FaultServer:
         """Start serving; returns once the port is bound."""
         if self._server is not None or self._child is not None:
             return self
+        replace_previous(self)  # a rerun notebook cell stops the server its last run started
         if self.isolate:
             self._child = IsolatedServer(
                 self.host, self._port, self._allow_remote, self._receive_log, self._record_request
             )
-            _ALL_SERVERS.add(self)
+            _registry.register(self)
             return self
         self._thread.start()
         try:
@@ -167,7 +168,7 @@ class FaultServer:
         except OSError as exc:
             self._thread.stop()
             raise ServerError(f"cannot bind {self.host}:{self._port}: {exc.strerror or exc}") from None
-        _ALL_SERVERS.add(self)
+        _registry.register(self)
         return self
 
     async def _astart(self) -> None:
@@ -178,7 +179,7 @@ class FaultServer:
         if self._child is not None:
             self._child.stop()
             self._child = None
-            _ALL_SERVERS.discard(self)
+            _registry.unregister(self)
             return
         if self._server is None:
             return
@@ -186,10 +187,18 @@ class FaultServer:
             self._thread.call(self._astop(), timeout=10)
         self._thread.stop()
         self._server = None
-        _ALL_SERVERS.discard(self)
+        _registry.unregister(self)
 
     async def _astop(self) -> None:
         assert self._server is not None
+        # Stop accepting, then let accepts under way become connections before closing: on
+        # 3.11 a transport made after Server.close() fails an assertion, leaking its socket
+        # and leaving that client hanging (found by tests/test_lifecycle.py).
+        loop = asyncio.get_running_loop()
+        for sock in self._server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(4):
+            await asyncio.sleep(0)
         self._server.close()
         for task in list(self._conns):
             task.cancel()
@@ -239,7 +248,9 @@ class FaultServer:
         """Make ``scenario`` reachable; returns the token used in its URL path."""
         if scenario.name in PRESETS and PRESETS[scenario.name] == scenario:
             return scenario.name
-        token = f"{scenario.name or 'custom'}-{scenario.key}"
+        # a name is a label, not a path: "../../x" or "a b" must stay one URL segment
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "-" for c in scenario.name or "custom")
+        token = f"{safe}-{scenario.key}"
         with self._lock:
             known = self._registry.get(token) == scenario
             self._registry[token] = scenario
@@ -251,6 +262,12 @@ class FaultServer:
         """Every scenario this server answers for, by URL token."""
         with self._lock:
             return {**PRESETS, **self._registry}
+
+    def clear_log(self) -> None:
+        """Forget logged writes and requests: a long-running server's log otherwise only grows."""
+        self.log.clear()
+        self._by_request.clear()
+        self.requests.clear()
 
     def reset_attempts(self) -> None:
         """Forget per-scenario attempt counters (for clients that send no attempt header)."""
@@ -639,12 +656,3 @@ async def _watch_disconnect(reader: asyncio.StreamReader) -> None:
     with contextlib.suppress(ConnectionError):
         while await reader.read(65536):
             pass
-
-
-def find_server_log(request_id: str) -> list[ServerLogEntry]:
-    """The server log of ``request_id`` from any FaultServer running in this process."""
-    for server in list(_ALL_SERVERS):
-        entries = server.log_for(request_id)
-        if entries:
-            return entries
-    return []

@@ -31,6 +31,8 @@ from typing import Any
 
 import pandas as pd
 
+from . import _registry
+
 __all__ = [
     "CAUSES",
     "METRICS",
@@ -167,9 +169,7 @@ class Attempt:
         """
         if self.server_log_complete:
             return
-        from .server import find_server_log  # same-process servers only
-
-        entries = find_server_log(self.request_id)
+        entries = _registry.find_server_log(self.request_id)  # same-process servers only
         if len(entries) > len(self.server_log):
             self.server_log = entries
 
@@ -392,6 +392,12 @@ class Trace:
             "attempts": len(self.attempts),
         }
         return pd.Series(values, name=self.label or "trace", dtype="object")
+
+    def vantage(self, proxy: Any = None) -> pd.DataFrame:
+        """One row per server write: server-sent, proxy-forwarded, client-received (see :func:`kit.vantage.table`)."""
+        from .vantage import table
+
+        return table(self, proxy)
 
     def to_har(self, path: str | None = None) -> dict[str, Any]:
         """HAR 1.2 of this call (an entry per attempt, secrets redacted); see :mod:`kit.har`."""

@@ -898,6 +898,9 @@ def _proxy_rows(proxy: pd.DataFrame, t: Tables, trial: str, attempt: Any, window
         p = p[d.str.contains("down") | d.str.contains("client")]
     if "dropped" in p.columns:
         p = p[~p["dropped"].astype(bool)]
+    if "attempt" in p.columns:  # joined by kit.vantage.forwards_for: exactly this attempt's bytes
+        p = p[p["attempt"] == attempt]
+        window = (-np.inf, np.inf)  # the proxy may stamp its last forward after the client's end
     start_ns = t.start_ns.get(trial)
     if start_ns is None and "start_ns" in row.columns and len(row):
         start_ns = int(row["start_ns"].iloc[0])
@@ -936,15 +939,15 @@ def vantage_points(
     """
     title = "Three vantage points: when each byte was sent, forwarded and received"
     t = tables(data, "chunks")
-    if hasattr(proxy, "forwards_df"):
-        proxy = proxy.forwards_df()
     full_log = {"conn", "direction", "t_recv_ns", "t_sent_ns", "nbytes"}
-    if isinstance(proxy, pd.DataFrame) and full_log <= set(proxy.columns):
+    if hasattr(proxy, "forwards_df") or (isinstance(proxy, pd.DataFrame) and full_log <= set(proxy.columns)):
         from ..vantage import forwards_for  # a Trace: its own bytes only, on its proxy connection
         from ._tables import is_trace
 
-        mine = forwards_for(data, proxy) if is_trace(data) else proxy.iloc[0:0]
-        proxy = mine if len(mine) else proxy  # not joined: fall back to the attempt's time window
+        mine = forwards_for(data, proxy) if is_trace(data) else None
+        if mine is None or not len(mine):  # not joined: fall back to the attempt's time window
+            mine = proxy.forwards_df() if hasattr(proxy, "forwards_df") else proxy
+        proxy = mine
     if proxy is not None:
         t.proxy = proxy if "trial_id" in proxy.columns else proxy.assign(trial_id=trial or "trace")
     order = t.trial_order
