@@ -34,8 +34,8 @@ from . import _registry
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._isolated import IsolatedServer
-from ._rerun import replace_previous
 from ._loop import LoopThread
+from ._rerun import replace_previous
 from ._schedule import Response, build_response
 from .scenarios import PRESETS, Scenario
 
@@ -45,7 +45,6 @@ MAX_REQUEST_BODY = 1 << 20  # 1 MiB: a chat request is a few KB; refuse more wit
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris guard)
 
 _logger = logging.getLogger("kit.server")
-
 
 
 class ScenarioURL(str):

@@ -23,8 +23,7 @@ OVERRIDES: dict[str, str] = {
     "00_explorer.ipynb": "FIRST_BYTE_DELAY = 0.5",
     "01_quickstart.ipynb": "EVENTS = 10",
     "02_network_conditions.ipynb": (
-        "EVENTS, GAP, LATENCY, JITTER = 15, 0.02, 0.1, 0.02\n"
-        "BANDWIDTH, STALL_AFTER, STALL_FOR = '4KB/s', '1KB', 0.5"
+        "EVENTS, GAP, LATENCY, JITTER = 15, 0.02, 0.1, 0.02\nBANDWIDTH, STALL_AFTER, STALL_FOR = '4KB/s', '1KB', 0.5"
     ),
     "05_postmortem_no_chunks.ipynb": "TRIALS = 40",
     "06_your_traces.ipynb": "TOP = 2",

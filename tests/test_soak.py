@@ -83,7 +83,11 @@ def test_garbage_through_the_proxy_is_answered_and_logged(guarded):
     healthy = threading.Thread(target=_healthy, args=(proxy, srv, out))
     healthy.start()
     replies = []
-    for junk in (b"\x00\xff\xfe garbage\r\n\r\n", b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"\x16\x03\x01\x02\x00" + b"\x01" * 200):
+    for junk in (
+        b"\x00\xff\xfe garbage\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"\x16\x03\x01\x02\x00" + b"\x01" * 200,
+    ):
         with socket.create_connection(proxy.address, timeout=5) as s:
             s.sendall(junk)
             data = b""
