@@ -9,12 +9,10 @@ closes (bytes each way, why it closed, which toxics hit it)::
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-import time
 from typing import Any
 
+from ._cli_common import run_until_interrupted
 from ._clock import now_ns
 from ._errors import KitError
 from ._units import format_size
@@ -106,13 +104,8 @@ def main(args: argparse.Namespace) -> int:
     host, port = proxy.upstream
     print(f"kit proxy listening on {proxy.url} -> {host}:{port}  ({proxy.network.describe()})", flush=True)
     print("Ctrl-C to stop", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on kill too
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        run_until_interrupted()
     finally:
         proxy.stop()
     count = len(proxy.connections())

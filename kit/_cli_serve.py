@@ -12,12 +12,10 @@ and how the response ended as the server saw it::
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-import time
 from typing import Any
 
+from ._cli_common import run_until_interrupted
 from ._clock import now_ns
 from ._errors import KitError
 from .server import FaultServer
@@ -90,13 +88,8 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     print("Ctrl-C to stop", flush=True)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on kill too
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        run_until_interrupted()
     finally:
         server.stop()
     n = len(server.requests)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import random
 import socket
@@ -43,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._bind import check_bind
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
@@ -753,15 +753,6 @@ def _hostport(field: str, value: object) -> tuple[str, int]:
     raise ConfigError(field, value, "HOST:PORT such as 127.0.0.1:8080, or a (host, port) tuple")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class NetworkProxy:
     """A TCP proxy on loopback that applies network toxics to every connection.
 
@@ -802,12 +793,7 @@ class NetworkProxy:
         host, port = _hostport("listen", listen)
         if host == "localhost":
             host = "127.0.0.1"  # one socket, one address: not ::1 and 127.0.0.1 both
-        if not _is_loopback(host):
-            if not allow_remote:
-                raise ConfigError(
-                    "listen", listen, "a loopback address such as 127.0.0.1; pass allow_remote=True to listen on others"
-                )
-            warnings.warn(f"NetworkProxy is listening on {host}: other machines can reach it", stacklevel=2)
+        check_bind("listen", listen, host, allow_remote, "the network proxy")
         self._listen = (host, port)
         self.seed = seed
         self._on_event = on_event

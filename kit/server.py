@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import json
 import logging
 import socket
 import struct
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from urllib.parse import unquote
 import h11
 
 from . import _registry
+from ._bind import check_bind
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._isolated import IsolatedServer
@@ -90,15 +89,6 @@ class ServerLogEntry:
     t_ns: int
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class FaultServer:
     """An HTTP/1.1 fault server on 127.0.0.1 running in a background thread.
 
@@ -123,12 +113,7 @@ class FaultServer:
         isolate: bool = False,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        if not _is_loopback(host) and not allow_remote:
-            raise ConfigError(
-                "host", host, "the fault server binds loopback only (127.0.0.1); pass allow_remote=True to expose it"
-            )
-        if not _is_loopback(host):
-            warnings.warn(f"FaultServer is binding {host}: it is reachable from other machines", stacklevel=2)
+        check_bind("host", host, host, allow_remote, "the fault server")
         self.host = host
         self._port = port
         self.request_timeout = request_timeout

@@ -236,58 +236,44 @@ class Trace:
 
     # -- DataFrame views ---------------------------------------------------------
 
+    def _timed_rows(self, times: str, columns: list[str], extra) -> pd.DataFrame:
+        """One frame of rows timed by the attempts' ``times`` array, plus ``extra(a, t_ns)`` columns."""
+        frames = []
+        for a in self.attempts:
+            stamps = getattr(a, times)
+            if not stamps:
+                continue
+            t_ns = pd.Series(stamps, dtype="int64")
+            base = {
+                "attempt": a.index,
+                "request_id": a.request_id,
+                "seq": range(len(stamps)),
+                "t_ns": t_ns,
+                "t": (t_ns - self.start_ns) / 1e9,
+                "t_attempt": (t_ns - a.start_ns) / 1e9,
+            }
+            frames.append(pd.DataFrame({**base, **extra(a, t_ns)}))
+        return _concat(frames, columns)
+
     @property
     def chunks(self) -> pd.DataFrame:
         """One row per received body chunk: time (``t`` s since the call start, ``t_ns``),
         ``size``, cumulative bytes within the attempt, ``gap`` since the previous chunk."""
-        frames = []
-        for a in self.attempts:
-            n = len(a.chunk_t)
-            if not n:
-                continue
-            t_ns = pd.Series(a.chunk_t, dtype="int64")
+
+        def extra(a: Attempt, t_ns: pd.Series) -> dict[str, Any]:
             size = pd.Series(a.chunk_size, dtype="int64")
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "attempt": a.index,
-                        "request_id": a.request_id,
-                        "seq": range(n),
-                        "t_ns": t_ns,
-                        "t": (t_ns - self.start_ns) / 1e9,
-                        "t_attempt": (t_ns - a.start_ns) / 1e9,
-                        "size": size,
-                        "cum_bytes": size.cumsum(),
-                        "gap": t_ns.diff() / 1e9,
-                    }
-                )
-            )
-        return _concat(frames, CHUNK_COLUMNS)
+            return {"size": size, "cum_bytes": size.cumsum(), "gap": t_ns.diff() / 1e9}
+
+        return self._timed_rows("chunk_t", CHUNK_COLUMNS, extra)
 
     @property
     def events(self) -> pd.DataFrame:
         """One row per parsed event (SSE event or NDJSON line): time, ``type``, ``size`` in bytes."""
-        frames = []
-        for a in self.attempts:
-            n = len(a.event_t)
-            if not n:
-                continue
-            t_ns = pd.Series(a.event_t, dtype="int64")
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "attempt": a.index,
-                        "request_id": a.request_id,
-                        "seq": range(n),
-                        "t_ns": t_ns,
-                        "t": (t_ns - self.start_ns) / 1e9,
-                        "t_attempt": (t_ns - a.start_ns) / 1e9,
-                        "type": a.event_type,
-                        "size": pd.Series(a.event_size, dtype="int64"),
-                    }
-                )
-            )
-        return _concat(frames, EVENT_COLUMNS)
+
+        def extra(a: Attempt, t_ns: pd.Series) -> dict[str, Any]:
+            return {"type": a.event_type, "size": pd.Series(a.event_size, dtype="int64")}
+
+        return self._timed_rows("event_t", EVENT_COLUMNS, extra)
 
     @property
     def server(self) -> pd.DataFrame:

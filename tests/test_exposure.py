@@ -88,7 +88,7 @@ def test_servers_warn_when_remote_is_allowed(server, host):
     # constructed, not started: the warning is the point, and tests stay on loopback
     with pytest.warns(UserWarning, match="other machines"):
         NetworkProxy(upstream=server, listen=(host, 0), allow_remote=True)
-    with pytest.warns(UserWarning, match="reachable from other machines"):
+    with pytest.warns(UserWarning, match="other machines can reach it"):
         kit.FaultServer(host, 0, allow_remote=True)
     with pytest.raises(kit.ConfigError):
         kit.FaultServer(host, 0)
