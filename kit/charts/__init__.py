@@ -404,14 +404,14 @@ def cumulative_bytes(
     color: str | None = None,
     max_series: int = 60,
     width: int = WIDTH,
-) -> alt.Chart:
+) -> alt.LayerChart | alt.Chart:
     """Bytes received so far, one step line per attempt (traces, trials or cells overlaid).
 
     ``x="t"`` (seconds since the call started) or ``"t_attempt"`` (since the attempt
     started). ``color``: ``"trial_id"`` (the trace label), ``"cell"`` (experiments) or
     ``"attempt"``; by default cells when the input has several, else traces. Each line
-    starts at 0 bytes at the attempt's start and runs to its end, so an attempt that got
-    nothing is a flat line at 0.
+    starts at 0 bytes at the attempt's start and runs to its end, marked with a dot, so an
+    attempt that got nothing is a flat line at 0 ending in a dot where its connection ended.
 
     Large inputs: the first ``max_series`` attempts are drawn, and above :data:`MAX_ROWS`
     points each line is **downsampled per time bin**, keeping the bin's last point
@@ -478,23 +478,23 @@ def cumulative_bytes(
     elif color != "trial_id":
         raise ConfigError("color", color, "expected 'trial_id', 'cell' or 'attempt'")
     legend = {"trial_id": "trace", "cell": "cell", "attempt": "attempt"}[color]
-    return (
-        alt.Chart(pts, title=_title(title, "; ".join(notes) or None))
-        .mark_line(interpolate="step-after", strokeWidth=1.8)
-        .encode(
-            x=alt.X(f"{x}:Q", title=TIME_AXIS if x == "t" else "time since the attempt started (s)"),
-            y=alt.Y("cum_bytes:Q", title="bytes received (cumulative)"),
-            color=alt.Color(f"{color}:N", title=legend),
-            detail="series:N",
-            tooltip=[
-                alt.Tooltip("series:N", title="attempt"),
-                alt.Tooltip(f"{x}:Q", title="time (s)", format=".4f"),
-                alt.Tooltip("cum_bytes:Q", title="bytes so far", format=","),
-            ],
-        )
-        .add_params(_x_zoom())
-        .properties(width=width, height=260)
+    base = alt.Chart(pts, title=_title(title, "; ".join(notes) or None)).encode(
+        x=alt.X(f"{x}:Q", title=TIME_AXIS if x == "t" else "time since the attempt started (s)"),
+        y=alt.Y("cum_bytes:Q", title="bytes received (cumulative)"),
+        color=alt.Color(f"{color}:N", title=legend),
+        detail="series:N",
+        tooltip=[
+            alt.Tooltip("series:N", title="attempt"),
+            alt.Tooltip(f"{x}:Q", title="time (s)", format=".4f"),
+            alt.Tooltip("cum_bytes:Q", title="bytes so far", format=","),
+        ],
     )
+    lines = base.mark_line(interpolate="step-after", strokeWidth=1.8).add_params(_x_zoom())
+    # a dot where each attempt ended, so an attempt that got nothing still shows (at 0 bytes)
+    ends = base.transform_window(
+        rank="rank()", groupby=["series"], sort=[alt.SortField(x, order="descending")]
+    ).transform_filter(alt.datum.rank == 1)
+    return alt.layer(lines, ends.mark_point(filled=True, size=45, opacity=0.9)).properties(width=width, height=260)
 
 
 # ------------------------------------------------------------------------ gaps
