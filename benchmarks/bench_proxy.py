@@ -40,7 +40,7 @@ from typing import Any
 
 from kit._clock import now_ns
 from kit._loop import new_event_loop
-from kit.proxy import NetworkProxy
+from kit.proxy import READ_SIZE, NetworkProxy
 
 Address = tuple[str, int]
 
@@ -409,7 +409,7 @@ def main() -> None:
         print(f"  direct   {tp['direct_mb_s']:8.0f} MB/s   runs: {', '.join(f'{x:.0f}' for x in tp['direct_all'])}")
         print(f"  proxied  {tp['proxied_mb_s']:8.0f} MB/s   runs: {', '.join(f'{x:.0f}' for x in tp['proxied_all'])}")
         print(f"  ratio    {tp['ratio']:8.0%}")
-        print(f"  proxy CPU {tp['cpu_s_per_gb']:.2f} s per GB forwarded (64 KiB reads)")
+        print(f"  proxy CPU {tp['cpu_s_per_gb']:.2f} s per GB forwarded ({READ_SIZE // 1024} KiB reads)")
 
         lp = latency_precision(echo, 0.100, 500 if args.quick else 1500, 0.002)
         print(f"\n4. latency 100 ms, jitter 0: error of the added delay ({lp['samples']} records, 2 ms apart)")
