@@ -96,3 +96,12 @@ def test_watchdog_retries_an_empty_200_the_sdk_default_does_not():
     assert isinstance(by, pd.DataFrame)
     assert by.loc["anthropic-typescript", "ok"] == 0 and by.loc["anthropic-typescript", "attempts"] == 1
     assert by.loc["watchdog", "ok"] == 1 and by.loc["watchdog", "attempts"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["03_real_clients.ipynb", "05_postmortem_no_chunks.ipynb"])
+def test_notebooks_run_without_node(name):
+    """Where node is absent the story reads the recorded atlas rows instead, and must not crash."""
+    overrides = "RUN_NODE = False\n" + ("TRIALS = 10" if name.startswith("05") else 'SCENARIOS = ["empty_200"]')
+    nb = execute(NOTEBOOKS / name, overrides, timeout=400)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
