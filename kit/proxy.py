@@ -42,9 +42,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import _registry
 from ._bind import check_bind
 from ._clock import now_ns
-from ._errors import ConfigError, ServerError
+from ._errors import ConfigError, KitError, ServerError
 from ._loop import LoopThread
 from ._rerun import replace_previous
 from .network import (
@@ -940,8 +941,8 @@ class NetworkProxy:
         """The URL ``target`` points at, moved onto the proxy's host and port.
 
         ``target`` is a URL string (``server.url_for(scenario)``: its ``with_origin``
-        keeps the scenario attached) or, if the upstream is a FaultServer object, a
-        scenario or preset name.
+        keeps the scenario attached) or a scenario or preset name, when the upstream is a
+        FaultServer (given as the object, or its address while it runs in this process).
         """
         if isinstance(target, str) and "://" in target:
             with_origin = getattr(target, "with_origin", None)
@@ -949,11 +950,22 @@ class NetworkProxy:
                 return with_origin(self.url)
             parts = urlsplit(target)
             return urlunsplit(parts._replace(netloc=urlsplit(self.url).netloc))
-        if self._upstream_obj is not None and hasattr(self._upstream_obj, "url_for"):
-            return self.url_for(self._upstream_obj.url_for(target))
+        server = self._upstream_obj if hasattr(self._upstream_obj, "url_for") else self._upstream_server()
+        if server is not None:
+            return self.url_for(server.url_for(target))
         raise ConfigError(
             "target", target, "a URL such as server.url_for(scenario), or pass upstream=server to resolve scenarios"
         )
+
+    def _upstream_server(self) -> Any:
+        """The FaultServer running in this process at the upstream address, if there is one."""
+        for server in _registry.running_servers():
+            try:
+                if tuple(server.address) == tuple(self.upstream):
+                    return server
+            except KitError:  # stopped meanwhile
+                continue
+        return None
 
     # -- toxics ---------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
+import kit
 import kit.proxy
 from kit._clock import now_ns
 from kit._errors import ConfigError, ServerError
@@ -688,3 +689,11 @@ def test_through_the_fault_server_and_client() -> None:
         assert (stalled.outcome.phase, stalled.outcome.cause) == ("stream", "timeout.idle")
         assert net.connection(1)["bytes_down"] == 1000
         assert "stall_start" in events(net, 1)
+
+
+def test_url_for_a_scenario_with_the_server_given_by_address() -> None:
+    with kit.FaultServer() as server, NetworkProxy(upstream=server.address) as proxy:
+        url = proxy.url_for(kit.Scenario(events=3, gap=0))
+        assert url.startswith(proxy.url + "/s/") and kit.stream(url).ok
+    with NetworkProxy(upstream=("127.0.0.1", 9)) as proxy, pytest.raises(ConfigError):
+        proxy.url_for("ok")  # no fault server there to resolve the preset
