@@ -185,7 +185,8 @@ def save(
             "experiment": redact_config(result.config) if redact else result.config,
             "seeds": {
                 "experiment": result.config.get("seed"),
-                "derivation": "trial_seed = int(sha256(f'{seed}:{cell.key}:{trial}').hexdigest()[:15], 16); "
+                "derivation": "trial_seed = int(sha256(f'{seed}:{cell.conditions_key}:{trial}').hexdigest()[:15], 16) "
+                "(conditions_key hashes the cell's scenario and network: every policy meets the same draws); "
                 "per-trial seeds are the trials table's seed column; the client sends it as x-kit-trial",
             },
             "run": meta,

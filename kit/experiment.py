@@ -6,18 +6,21 @@ values with ``to_dict``/``from_dict``, so the whole config round-trips through J
 
 Seeds. Every trial gets a derived seed::
 
-    trial_seed = int(sha256(f"{seed}:{cell.key}:{trial}").hexdigest()[:15], 16)
+    trial_seed = int(sha256(f"{seed}:{cell.conditions_key}:{trial}").hexdigest()[:15], 16)
 
-where ``cell.key`` hashes the cell's scenario, network and policy (not its position),
-so adding a policy to a grid leaves the other cells' seeds alone. The client sends the
-trial seed as ``x-kit-trial``; the fault server seeds that trial's gaps and fault rolls
-from it, so :meth:`Experiment.replay` of one trial alone gets the same scenario timings
-as its row in the grid.
+where ``cell.conditions_key`` hashes the cell's scenario and network (not its position,
+and not its policy), so adding a cell leaves the other cells' seeds alone, and trial
+``t`` of every policy under the same conditions gets the same seed: the policies face
+the same draws (common random numbers: the same attempts of an outage fail for each),
+so differences between them are the policies', not the dice's. The client sends the
+trial seed as ``x-kit-trial`` (the fault server seeds that trial's gaps and fault rolls
+from it) and as the seed of the policy's backoff jitter, so :meth:`Experiment.replay`
+of one trial alone gets the same scenario timings as its row in the grid.
 
-Running. All trials share one :class:`~kit.FaultServer`, one
-:class:`~kit.NetworkProxy` per distinct network and one ``httpx.AsyncClient`` whose
-pool is sized to the concurrency; a fixed number of workers on one event loop pull
-trials from a queue. With ``out=``, each finished trial is appended to
+Running. All trials share one :class:`~kit.FaultServer` (in its own process) and one
+:class:`~kit.NetworkProxy` per distinct network; a fixed number of workers on one event
+loop, each with its own single-connection ``httpx.AsyncClient``, pull trials from a
+queue. With ``out=``, each finished trial is appended to
 ``trials.jsonl`` in that folder at once, so a crash loses at most the trials in flight;
 the finished run is then saved there as a bundle (see :mod:`kit.bundle`).
 """
@@ -186,6 +189,15 @@ class Cell:
         }
         return hashlib.sha256(_canonical(d).encode()).hexdigest()[:16]
 
+    @property
+    def conditions_key(self) -> str:
+        """A stable id of what the cell's policy faces (scenario and network): seeds trials."""
+        d = {
+            "scenario": self.scenario.to_dict(),
+            "network": self.network.to_dict() if self.network is not None else None,
+        }
+        return hashlib.sha256(_canonical(d).encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario.to_dict(),
@@ -194,9 +206,9 @@ class Cell:
         }
 
 
-def trial_seed(seed: int, cell_key: str, trial: int) -> int:
+def trial_seed(seed: int, conditions_key: str, trial: int) -> int:
     """The derived seed of one trial (fits in a signed 64-bit integer)."""
-    return int(hashlib.sha256(f"{seed}:{cell_key}:{trial}".encode()).hexdigest()[:15], 16)
+    return int(hashlib.sha256(f"{seed}:{conditions_key}:{trial}".encode()).hexdigest()[:15], 16)
 
 
 def network_seed(seed: int, network: Any) -> int:
@@ -379,7 +391,7 @@ class Experiment:
     def seed_of(self, tid: str) -> int:
         """The derived seed of trial ``tid`` (see the module docstring)."""
         c, t = self._locate(tid)
-        return trial_seed(self.seed, self.cells[c].key, t)
+        return trial_seed(self.seed, self.cells[c].conditions_key, t)
 
     def _locate(self, tid: str) -> tuple[int, int]:
         c, t = parse_trial_id(tid)
@@ -493,12 +505,13 @@ class Experiment:
                         cell, t = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    tseed = trial_seed(self.seed, cell.key, t)
+                    tseed = trial_seed(self.seed, cell.conditions_key, t)
                     trace = await astream(
                         urls[cell.index],
                         policy=cell.policy,
                         client=client,
                         trial=str(tseed),
+                        seed=tseed,
                         headers=self.headers or None,
                     )
                     if server.isolate:  # its log arrives a moment after the client saw the end
@@ -587,12 +600,8 @@ class Experiment:
             sub.cells[0] = dataclasses.replace(sub.cells[0], network_label=cell.network_label)
             proxies = await sub._start_proxies(server, stack)
             url = sub._url(server, proxies, sub.cells[0])
-            return await astream(
-                url,
-                policy=cell.policy,
-                trial=str(trial_seed(self.seed, cell.key, t)),
-                headers=self.headers or None,
-            )
+            tseed = trial_seed(self.seed, cell.conditions_key, t)
+            return await astream(url, policy=cell.policy, trial=str(tseed), seed=tseed, headers=self.headers or None)
 
 
 def _clients(n: int) -> list[httpx.AsyncClient]:

@@ -97,9 +97,21 @@ def test_bad_input():
 def test_seeds_are_derived_from_content_not_position():
     exp = Experiment(scenarios=[JITTERY], policies=[kit.Policy()], trials=2, seed=5)
     bigger = Experiment(scenarios=[JITTERY], policies=[kit.Policy(idle=9), kit.Policy()], trials=2, seed=5)
-    assert exp.seed_of("c000-t0001") == bigger.seed_of("c001-t0001") == trial_seed(5, exp.cells[0].key, 1)
+    key = exp.cells[0].conditions_key
+    assert exp.seed_of("c000-t0001") == bigger.seed_of("c001-t0001") == trial_seed(5, key, 1)
     assert exp.seed_of("c000-t0000") != exp.seed_of("c000-t0001")
     assert Experiment(scenarios=[JITTERY], trials=2, seed=6).seed_of("c000-t0000") != exp.seed_of("c000-t0000")
+
+
+def test_policies_meet_the_same_draws():
+    """Common random numbers: under one scenario, trial t of every policy sees the same outage."""
+    outage = kit.Scenario.preset("empty_200", fault_probability=0.5, events=3, gap=0)
+    policies = [kit.Policy(name="a"), kit.Policy(name="b", first_chunk=5)]
+    result = Experiment(scenarios=[outage], policies=policies, trials=30, seed=3).run(progress=False)
+    t = result.trials
+    a = t[t["policy"] == "a"].sort_values("trial")["cause"].tolist()
+    b = t[t["policy"] == "b"].sort_values("trial")["cause"].tolist()
+    assert a == b and {"ok", "ended"} <= set(a)
 
 
 def test_same_seed_same_timings_and_outcomes(server):
