@@ -9,12 +9,11 @@ after the fact so that watching costs the caller almost nothing per chunk.
 
 from __future__ import annotations
 
-import asyncio
-
-from .client import _BodyReader, _describe, _is_reset, _status_message
+from ._classify import classify_exception
+from .client import _BodyReader, _status_message
 from .trace import Attempt, Outcome
 
-__all__ = ["classify_exception", "finish_attempt", "protocol_for_path"]
+__all__ = ["finish_attempt", "protocol_for_path"]
 
 
 def protocol_for_path(path: str) -> str:
@@ -24,37 +23,6 @@ def protocol_for_path(path: str) -> str:
     if path.endswith(("/chat/completions", "/completions", "/responses")):
         return "openai"
     return "raw"
-
-
-def _names(exc: BaseException) -> set[str]:
-    return {c.__name__ for c in type(exc).__mro__}
-
-
-def classify_exception(exc: BaseException, phase: str) -> Outcome:
-    """Phase x cause of an httpx / httpx2 / OS exception raised in ``phase``."""
-    names = _names(exc)
-    msg = _describe(exc)
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | GeneratorExit):
-        return Outcome(phase, "cancelled", "cancelled by the caller")
-    if names & {"ConnectTimeout", "PoolTimeout"}:
-        return Outcome("connect", "timeout.connect", msg)
-    if "TimeoutException" in names or isinstance(exc, TimeoutError):
-        cause = {"connect": "timeout.connect", "send": "timeout.headers", "headers": "timeout.headers"}
-        return Outcome(
-            phase, cause.get(phase, "timeout.first_chunk" if phase == "first_chunk" else "timeout.idle"), msg
-        )
-    if "ConnectError" in names or isinstance(exc, ConnectionRefusedError):
-        return Outcome("connect", "reset" if _is_reset(exc) else "refused", msg)
-    if _is_reset(exc):
-        return Outcome(phase, "reset", msg)
-    if "RemoteProtocolError" in names:
-        low = msg.lower()
-        if "peer closed" in low or "disconnected" in low or "incomplete" in low:
-            return Outcome(phase, "closed", msg)
-        return Outcome(phase, "malformed", msg)
-    if "DecodingError" in names:
-        return Outcome(phase, "malformed", msg)
-    return Outcome(phase, "closed", msg)
 
 
 def _body_phase(attempt: Attempt) -> str:

@@ -10,7 +10,6 @@ Connection events come from httpcore's ``trace`` extension.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import json
 import random
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError
 from ._loop import run_sync
@@ -309,10 +309,10 @@ async def _run_attempt(
         _attach_server_log(attempt)
         raise
     except httpx.HTTPError as exc:
-        attempt.outcome = _classify_error(exc, attempt, clock)
+        attempt.outcome = classify_exception(exc, _phase_for(attempt, clock))
         attempt.error = f"{type(exc).__name__}: {exc}"
     except OSError as exc:  # raised below httpx's mapping, e.g. while closing
-        attempt.outcome = Outcome(_phase_for(attempt, clock), "reset" if _is_reset(exc) else "closed", str(exc))
+        attempt.outcome = Outcome(_phase_for(attempt, clock), "reset" if is_reset(exc) else "closed", str(exc))
         attempt.error = f"{type(exc).__name__}: {exc}"
     attempt.end_ns = attempt.end_ns or now_ns()
     if attempt.outcome is None:
@@ -493,48 +493,6 @@ def _status_message(status: int, body: bytes) -> str:
     except ValueError:
         detail = body[:200].decode("utf-8", "replace")
     return f"{status} {detail}".strip()
-
-
-def _is_reset(exc: BaseException | None) -> bool:
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, ConnectionResetError) or getattr(exc, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
-            return True
-        if "reset by peer" in str(exc).lower():
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def _describe(exc: BaseException) -> str:
-    """The exception's message, or its cause's when httpx wrapped an OSError without one."""
-    cause: BaseException | None = exc
-    while cause is not None and not str(cause):
-        cause = cause.__cause__ or cause.__context__
-    return str(cause) if cause is not None else type(exc).__name__
-
-
-def _classify_error(exc: httpx.HTTPError, attempt: Attempt, clock: _Clock) -> Outcome:
-    phase = _phase_for(attempt, clock)
-    msg = _describe(exc)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Outcome("connect", "timeout.connect", msg)
-    if isinstance(exc, httpx.TimeoutException):  # a caller's own httpx client timeouts
-        cause = {"send": "timeout.headers", "headers": "timeout.headers", "first_chunk": "timeout.first_chunk"}
-        return Outcome(phase, cause.get(phase, "timeout.idle"), msg)
-    if isinstance(exc, httpx.ConnectError):
-        return Outcome("connect", "reset" if _is_reset(exc) else "refused", msg)
-    if _is_reset(exc):
-        return Outcome(phase, "reset", msg)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        low = msg.lower()
-        if "peer closed" in low or "unexpectedly closed" in low or "disconnected" in low or "incomplete" in low:
-            return Outcome(phase, "closed", msg)
-        return Outcome(phase, "malformed", msg)
-    if isinstance(exc, httpx.DecodingError):
-        return Outcome(phase, "malformed", msg)
-    return Outcome(phase, "closed", msg)
 
 
 def _attach_server_log(attempt: Attempt) -> None:
