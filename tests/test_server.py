@@ -86,12 +86,12 @@ def test_stainless_retry_count_is_an_attempt_number(server):
     assert httpx.post(url, json={}, headers={"x-stainless-retry-count": "2"}).status_code == 200
 
 
-def test_keep_alive_reuses_the_connection(server):
-    with httpx.Client() as c:
+def test_keep_alive_reuses_the_connection():
+    with kit.FaultServer() as srv, httpx.Client() as c:
         for _ in range(3):
-            assert c.post(server.url_for("overloaded_529") + "/v1/messages", json={}).status_code == 529
-    conns = {r["request_id"] for r in server.requests}
-    assert conns
+            assert c.post(srv.url_for("overloaded_529") + "/v1/messages", json={}).status_code == 529
+        connections = {e.connection for e in srv.log if e.kind == "request"}
+    assert len(connections) == 1  # three requests, one TCP connection
 
 
 def test_on_request_callback_sees_each_request():
