@@ -1,0 +1,236 @@
+"""One proxied connection: its two sides and pipes, the toxicity rolls, timed toxics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .._clock import now_ns
+from ..network import Down, ResetPeer, Timeout, Toxic
+from ._pipe import _EOF, _RST, _Pipe, _Side
+
+if TYPE_CHECKING:
+    from ._api import NetworkProxy
+
+
+def _rst(transport: asyncio.BaseTransport) -> None:
+    """Close with a TCP RST: ``SO_LINGER`` on with a zero timeout, then close."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # struct linger is two ints on POSIX, two u_shorts on Windows
+        linger = struct.pack("HH", 1, 0) if sys.platform == "win32" else struct.pack("ii", 1, 0)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    transport.abort()  # type: ignore[attr-defined]
+
+
+class _Conn:
+    """One proxied connection: two sides, two pipes, the toxicity rolls and timers."""
+
+    def __init__(self, proxy: NetworkProxy) -> None:
+        self.proxy = proxy
+        self.id = next(proxy._ids)
+        self.loop = proxy._loop_or_raise()
+        self.client = _Side(self, "client")
+        self.upstream = _Side(self, "upstream")
+        self.up = _Pipe(self, "upstream", self.client, self.upstream)
+        self.down = _Pipe(self, "downstream", self.upstream, self.client)
+        self.client.source, self.client.sink = self.up, self.down
+        self.upstream.source, self.upstream.sink = self.down, self.up
+        self.peer = ""
+        self.status = "pending"
+        self.t_open: int | None = None
+        self.t_upstream: int | None = None
+        self.t_close: int | None = None
+        self.reason: str | None = None  # why the connection ended
+        self.end_reason: str | None = None  # who ended it first, for a normal close
+        self.reset_sent = False
+        self.closing = False
+        self.finished = False
+        self.rolls: dict[str, float] = {}
+        self.seen: dict[str, None] = {}  # toxic names rolled for, in order
+        self.hits: dict[str, None] = {}  # toxic names whose roll hit
+        self.timers: dict[Toxic, asyncio.TimerHandle] = {}
+        self.connect_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def client_made(self) -> None:
+        self.t_open = now_ns()
+        transport = self.client.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        proxy = self.proxy
+        proxy._open[self.id] = self
+        proxy._all[self.id] = self
+        down = [t for t in proxy._snapshot if isinstance(t, Down) and self.applies(t)]
+        if proxy._stopping or down:
+            self.event("open", None, self.peer)
+            if down:
+                self.event("down", None, down[0].name)
+            self.shutdown("down" if down else "proxy stopped", mode="reset")
+            return
+        self.client.block_reading("connect")
+        self.apply()  # rolls toxicity before "open" is logged, so the event can name the hits
+        self.event("open", None, self.peer)
+        if not self.closing:
+            self.connect_task = self.loop.create_task(self._connect())
+            self.connect_task.add_done_callback(lambda _: self._maybe_finish())
+
+    async def _connect(self) -> None:
+        host, port = self.proxy.upstream
+        try:
+            await self.loop.create_connection(lambda: self.upstream, host, port)
+        except OSError as exc:
+            self.status = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
+            self.event(f"upstream_{self.status}", None, f"{host}:{port}: {exc.strerror or exc}")
+            # a reset, so the client sees the failure as it would through a real network
+            self.shutdown(f"upstream {self.status}", mode="reset")
+            return
+        self.t_upstream = now_ns()
+        self.status = "connected"
+        self.event("upstream_connected", None, f"{host}:{port}")
+        if self.closing:  # a toxic or the client ended it while we connected
+            if self.upstream.transport is not None:
+                self.upstream.transport.close()
+            return
+        self.client.unblock_reading("connect")
+
+    def applies(self, toxic: Toxic) -> bool:
+        """Roll (once per connection and toxic name) whether ``toxic`` applies here."""
+        roll = self.rolls.get(toxic.name)
+        if roll is None:
+            roll = self.rolls[toxic.name] = random.Random(f"{self.proxy.seed}:{self.id}:{toxic.name}").random()
+        self.seen[toxic.name] = None
+        hit = roll < toxic.toxicity
+        if hit:
+            self.hits[toxic.name] = None
+        return hit
+
+    def apply(self) -> None:
+        """Bring the pipes and timers in line with the proxy's current toxics."""
+        if self.closing:
+            return
+        toxics = self.proxy._snapshot
+        for pipe in (self.up, self.down):
+            applied = tuple(
+                t
+                for t in toxics
+                if t.stream == pipe.direction and not isinstance(t, Down | ResetPeer) and self.applies(t)
+            )
+            pipe.set_active(applied)
+        timed = [t for t in toxics if isinstance(t, ResetPeer) or (isinstance(t, Timeout) and t.timeout is not None)]
+        wanted = {t for t in timed if self.applies(t)}
+        for toxic in [t for t in self.timers if t not in wanted]:
+            self.timers.pop(toxic).cancel()
+        for toxic in wanted:
+            if toxic not in self.timers:
+                delay = toxic.timeout or 0.0
+                self.timers[toxic] = self.loop.call_later(delay, self._fire, toxic)
+
+    def _fire(self, toxic: Toxic) -> None:
+        self.timers.pop(toxic, None)
+        if isinstance(toxic, ResetPeer):
+            self.event("reset_peer", toxic.stream, toxic.name)
+            self.shutdown("reset_peer", mode="reset")
+        else:
+            self.event("timeout", toxic.stream, toxic.name)
+            self.shutdown("timeout")
+
+    def note_end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def pipe_done(self) -> None:
+        if self.up.done and self.down.done:
+            self.shutdown(self.end_reason or "closed")
+
+    def side_lost(self, side: _Side, exc: Exception | None) -> None:
+        if not self.closing:
+            if self.status == "pending":
+                self.shutdown(f"{side.role} {'reset' if exc else 'closed'}", mode="reset" if exc else "close")
+            else:
+                # the peer went away by itself: pass that on, in order, after its data
+                if exc is None:
+                    side.source.feed_end(_EOF)
+                else:
+                    side.source.feed_end(_RST, f"{side.role}: {exc}")
+                side.sink.dst_lost()
+                self.pipe_done()
+        self._maybe_finish()
+
+    def shutdown(self, reason: str, mode: str = "close") -> None:
+        """End the connection: ``close`` (flush, FIN), ``reset`` (RST) or ``abort``."""
+        if self.reason is None:
+            self.reason = reason
+        if self.closing and mode != "abort":
+            return
+        self.closing = True
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        if self.connect_task is not None and self.connect_task is not asyncio.current_task(self.loop):
+            self.connect_task.cancel()
+        self.up.cancel()
+        self.down.cancel()
+        for side in (self.client, self.upstream):
+            transport = side.transport
+            if transport is None or side.lost:
+                continue
+            if mode == "reset":
+                _rst(transport)
+                self.reset_sent = True
+                self.event("reset", None, f"{side.role}: {reason}")
+            elif mode == "abort":
+                transport.abort()
+            else:
+                transport.close()
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.finished or not self.closing:
+            return
+        for side in (self.client, self.upstream):
+            if side.transport is not None and not side.lost:
+                return
+        if self.connect_task is not None and not self.connect_task.done():
+            return
+        self.finished = True
+        self.t_close = now_ns()
+        self.event("close", None, self.reason or "closed")
+        self.proxy._open.pop(self.id, None)
+
+    # -- logging --------------------------------------------------------------------
+
+    def event(self, name: str, direction: str | None, detail: str = "") -> None:
+        self.proxy._event((now_ns(), self.id, name, direction, detail))
+
+    def record(self) -> dict[str, Any]:
+        duration = None
+        if self.t_open is not None and self.t_close is not None:
+            duration = (self.t_close - self.t_open) / 1e9
+        return {
+            "conn": self.id,
+            "client": self.peer,
+            "upstream": self.status,
+            "t_open_ns": self.t_open,
+            "t_upstream_ns": self.t_upstream,
+            "t_close_ns": self.t_close,
+            "duration_s": duration,
+            "bytes_up": self.up.sent,
+            "bytes_down": self.down.sent,
+            "received_up": self.up.received,
+            "received_down": self.down.received,
+            "dropped_up": self.up.dropped,
+            "dropped_down": self.down.dropped,
+            "close_reason": self.reason if self.finished else None,
+            "reset": self.reset_sent,
+            "toxics_hit": tuple(self.hits),
+            "toxics_missed": tuple(n for n in self.seen if n not in self.hits),
+        }
