@@ -57,7 +57,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ._signals import sigterm_as_sigint
     from .experiment import DEFAULT_CONCURRENCY, Experiment
+
+    sigterm_as_sigint()  # `kill` keeps the finished trials, as Ctrl-C does
 
     cfg = load_config(args.config)
     if not isinstance(cfg, dict):

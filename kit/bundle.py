@@ -38,6 +38,7 @@ import pandas as pd
 
 from ._clock import CLOCK_SOURCE
 from ._errors import BundleError, ConfigError
+from ._folders import check_target, swap_in
 from ._redact import redact_text, redact_url
 from .result import TABLES, Result, conform
 
@@ -48,28 +49,16 @@ FORMAT = "kit.bundle"
 BUNDLE_JSON = "bundle.json"
 CSV_NA = "<NA>"
 _PACKAGES = ("pandas", "pyarrow", "numpy", "httpx", "h11", "scipy", "altair")
-_MARKERS = (BUNDLE_JSON, "trials.jsonl", "experiment.json")  # files that make a folder ours to replace
 
 
 # ------------------------------------------------------------------------- folders
 
 
-def prepare_folder(path: Path, *, overwrite: bool) -> None:
-    """Create ``path`` for a run; an existing non-empty folder is replaced only with ``overwrite``."""
-    path = Path(path)
-    if path.exists() and (path.is_file() or any(path.iterdir())):
-        if not overwrite:
-            raise ConfigError("path", str(path), "exists already; pass overwrite=True to replace it")
-        _remove_bundle(path)
-    path.mkdir(parents=True, exist_ok=True)
+def prepare_folder(path: Path, *, overwrite: bool) -> Path | None:
+    """Create ``path`` for a run (see :mod:`kit._folders`: only a kit folder is ever replaced)."""
+    from ._folders import prepare_folder as _prepare
 
-
-def _remove_bundle(path: Path) -> None:
-    if path.is_file():
-        raise ConfigError("path", str(path), "is a file, not a bundle folder; refusing to replace it")
-    if not any((path / m).exists() for m in _MARKERS):
-        raise ConfigError("path", str(path), "exists and is not a kit bundle; refusing to delete it")
-    shutil.rmtree(path)
+    return _prepare(Path(path), overwrite=overwrite)
 
 
 # -------------------------------------------------------------------------- saving
@@ -147,8 +136,7 @@ def save(
     if format not in ("parquet", "csv"):
         raise ConfigError("format", format, "expected 'parquet' or 'csv'")
     path = Path(path)
-    if path.exists() and (path.is_file() or any(path.iterdir())) and not overwrite:
-        raise ConfigError("path", str(path), "exists already; pass overwrite=True to replace it")
+    check_target(path, overwrite=overwrite)  # fail before writing anything
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -193,12 +181,7 @@ def save(
             "tables": tables_meta,
         }
         (tmp / BUNDLE_JSON).write_text(json.dumps(_jsonable(doc), indent=2, sort_keys=False))
-        if path.exists():
-            if any(path.iterdir()):
-                _remove_bundle(path)
-            else:
-                path.rmdir()
-        os.replace(tmp, path)
+        swap_in(tmp, path, overwrite=overwrite)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(path, 0o777 & ~umask)  # mkdtemp made it private; a bundle is for sharing

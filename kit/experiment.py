@@ -42,8 +42,10 @@ import httpx
 
 from ._clock import now_ns
 from ._errors import ConfigError
+from ._folders import discard_aside
 from ._loop import run_sync
 from ._redact import REDACTED, SECRET_HEADERS, redact_text, redact_url
+from ._signals import saving
 from .policy import Policy
 from .scenarios import Scenario
 from .trace import Trace
@@ -457,10 +459,11 @@ class Experiment:
             raise ConfigError("concurrency", concurrency, "expected a whole number >= 1")
         out_path = Path(out) if out is not None else None
         journal = None
+        aside = None  # an old kit folder at out, set aside until the new bundle is saved
         if out_path is not None:
             from .bundle import prepare_folder
 
-            prepare_folder(out_path, overwrite=overwrite)
+            aside = prepare_folder(out_path, overwrite=overwrite)
             (out_path / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
             journal = (out_path / JOURNAL).open("a", encoding="utf-8")
         records: list[dict[str, Any]] = []
@@ -530,6 +533,7 @@ class Experiment:
                 await asyncio.gather(*workers)
             except BaseException as exc:
                 # Ctrl-C, a kernel interrupt or a bug: stop the trials in flight, keep the finished ones
+                stack.enter_context(saving(_saving_note(out_path)))  # more interrupts do not cut the save short
                 interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
                 for w in workers:
                     w.cancel()
@@ -537,6 +541,7 @@ class Experiment:
                 if not interrupted:
                     raise
             finally:
+                stack.enter_context(saving(_saving_note(out_path)))
                 bar.close()
                 meta["wall_s"] = time.perf_counter() - t0
                 meta["interrupted"] = interrupted
@@ -548,6 +553,7 @@ class Experiment:
                     journal.close()
                 if out_path is not None:
                     result.save(out_path, overwrite=True)
+                    discard_aside(aside)
         if interrupted:
             raise asyncio.CancelledError
         return result
@@ -602,6 +608,16 @@ class Experiment:
             url = sub._url(server, proxies, sub.cells[0])
             tseed = trial_seed(self.seed, cell.conditions_key, t)
             return await astream(url, policy=cell.policy, trial=str(tseed), seed=tseed, headers=self.headers or None)
+
+
+def _saving_note(out: Path | None) -> str:
+    """What a second Ctrl-C / SIGTERM prints while the finished trials are being saved."""
+    if out is None:
+        return "kit: stopping; the finished trials are kept (a moment)"
+    return (
+        f"kit: saving the finished trials to {out} (a moment). If the process is killed before that, "
+        f'recover them with: python -c "import kit; kit.load({str(out)!r}, recover=True).save({str(out) + "-recovered"!r})"'
+    )
 
 
 def _clients(n: int) -> list[httpx.AsyncClient]:

@@ -70,11 +70,22 @@ def test_bad_configs_name_the_problem(tmp_path, capsys):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_keeps_finished_trials_on_disk(tmp_path):
+    proc, out = _run_until_trials(tmp_path, 4)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "INTERRUPTED" in stdout
+    result = kit.load(Path(out))
+    assert 4 <= len(result.trials) < 200 and not result.complete
+    assert result.trials["ok"].all()
+
+
+def _run_until_trials(tmp_path: Path, n: int) -> tuple[subprocess.Popen, Path]:
     cfg = tmp_path / "slow.json"
     cfg.write_text(json.dumps({"scenarios": [{"events": 2, "first_byte_delay": 0.2, "gap": 0}], "trials": 200}))
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kit.cli", "run", str(cfg), "-o", str(out), "--concurrency", "2"],
+        [sys.executable, "-m", "kit.cli", "run", str(cfg), "-o", str(out), "--concurrency", "2", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,13 +94,33 @@ def test_ctrl_c_keeps_finished_trials_on_disk(tmp_path):
     journal = out / "trials.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 4:
+        if journal.exists() and len(journal.read_text().splitlines()) >= n:
             break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+        time.sleep(0.02)
+    return proc, out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals to a child process")
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGTERM,),
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGINT, signal.SIGTERM),
+    ],
+    ids=["term", "int-int", "term-term", "int-term"],
+)
+def test_sigterm_and_a_second_interrupt_still_leave_a_loadable_bundle(tmp_path, signals):
+    proc, out = _run_until_trials(tmp_path, 4)
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "INTERRUPTED" in stdout
-    result = kit.load(Path(out))
+    assert "Traceback" not in stderr
+    result = kit.load(out)
     assert 4 <= len(result.trials) < 200 and not result.complete
-    assert result.trials["ok"].all()
+    if len(signals) > 1 and "saving the finished trials" in stderr:
+        assert f"kit.load({str(out)!r}, recover=True)" in stderr  # the exact recovery command

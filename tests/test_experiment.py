@@ -236,7 +236,7 @@ def test_existing_output_folder_is_refused(server, tmp_path):
     exp = Experiment(scenarios=["ok"], trials=1)
     with pytest.raises(kit.ConfigError, match="exists"):
         exp.run(1, out=out, server=server, progress=False)
-    with pytest.raises(kit.ConfigError, match="not a kit bundle"):
+    with pytest.raises(kit.ConfigError, match="not written by kit"):
         exp.run(1, out=out, overwrite=True, server=server, progress=False)
     assert (out / "notes.txt").read_text() == "mine"
     exp.run(1, out=tmp_path / "fresh", server=server, progress=False)
