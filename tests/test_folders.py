@@ -129,7 +129,7 @@ def test_kit_run_dash_o_dot_deletes_nothing(tmp_path):
 
 
 NAMES = st.sampled_from(
-    ["bundle.json", "experiment.json", "trials.jsonl", "tables", MARKER, ".git", "src", "notes.txt", "data.csv"]
+    ["bundle.json", "experiment.json", "trials.jsonl", "tables", ".git", "src", "notes.txt", "data.csv"]
 )
 
 
@@ -148,7 +148,7 @@ def test_overwrite_either_refuses_untouched_or_replaces_only_kit_files(result, t
         elif name == ".git":
             (target / ".git").mkdir()
             (target / ".git" / "HEAD").write_text("x")
-        elif name != MARKER:
+        else:
             (target / name).write_text("x")
     if marked:
         from kit._folders import write_marker
