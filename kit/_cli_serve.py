@@ -6,7 +6,7 @@ and how the response ended as the server saw it::
 
     kit serve --port 8765
     ANTHROPIC_BASE_URL=http://127.0.0.1:8765/s/headers_then_close node my_app.js
-    curl -N http://127.0.0.1:8765/s/pings_only/v1/messages -d '{}'
+    curl -N http://127.0.0.1:8765/s/pings_only/v1/messages -H 'content-type: application/json' -d '{"stream": true}'
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
     for name in PRESETS:
         print(f"  {scenario_url(server, name, 'openai')}", flush=True)
     print(
-        f"e.g. ANTHROPIC_BASE_URL={server.url}/s/empty_200   OPENAI_BASE_URL={server.url}/s/empty_200/v1",
+        f"e.g. ANTHROPIC_BASE_URL={server.url}/s/empty_200   "
+        f"OPENAI_BASE_URL={scenario_url(server, 'empty_200', 'openai')}/v1",
         flush=True,
     )
     print("Ctrl-C to stop", flush=True)

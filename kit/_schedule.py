@@ -7,12 +7,13 @@ loop small. Times are seconds after the response headers were written.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from .protocols import error_bytes, malformed_bytes, ping_bytes
+from ._api import compact, shape
+from .protocols import error_bytes, generate_units, malformed_bytes, ping_bytes
 from .scenarios import (
     Buffer,
     Close,
@@ -91,33 +92,30 @@ _CONTENT_TYPES = {
 }
 
 
-def error_json(protocol: str, status: int, error_type: str, message: str) -> bytes:
-    """The API's JSON error body for a status response."""
-    if protocol == "openai":
-        body = {"error": {"message": message, "type": error_type, "code": None}}
-    else:
-        body = {"type": "error", "error": {"type": error_type, "message": message}}
-    return json.dumps(body).encode()
+def error_json(protocol: str, status: int, error_type: str | None, message: str, request_id: str = "") -> bytes:
+    """The API's JSON error body for a status response (see :mod:`kit._api`)."""
+    return shape(protocol).error_body(status, error_type, message, request_id)
 
 
-_DEFAULT_ERRORS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
+#: the protocol whose SSE stream a misrouted gateway sends instead (``WrongFormat("other_protocol")``)
+OTHER_PROTOCOL = {"anthropic": "openai", "openai": "anthropic", "ndjson": "anthropic", "raw": "anthropic"}
 
 
-def build_response(plan: Plan) -> Response:
-    """The complete response for ``plan``; see :class:`Action` for the operations."""
+def build_response(plan: Plan, *, request_id: str = "", stream: bool = True) -> Response:
+    """The complete response for ``plan``; see :class:`Action` for the operations.
+
+    ``request_id`` is the API-style id (``request-id`` header, error bodies); ``stream=False``
+    answers a non-streaming request (``"stream": false``) with the API's JSON, the
+    scenario's faults applied to it (:mod:`kit._json_answer`).
+    """
     sc = plan.scenario
     status_fault = plan.fault(HttpStatus)
     if isinstance(status_fault, HttpStatus):
-        return _status_response(sc.protocol, status_fault, sc.headers_delay)
+        return _status_response(sc.protocol, status_fault, sc.headers_delay, request_id)
+    if not stream and shape(sc.protocol).message is not None and plan.fault(Hostile) is None:
+        from ._json_answer import json_response
+
+        return json_response(plan, request_id)
 
     units = plan.units
     if plan.fault(NoTerminator) is not None:
@@ -126,17 +124,15 @@ def build_response(plan: Plan) -> Response:
     wrong = plan.fault(WrongFormat)
     content_type = _CONTENT_TYPES[sc.protocol]
     if isinstance(wrong, WrongFormat):
+        if wrong.what == "other_protocol":
+            other = OTHER_PROTOCOL[sc.protocol]
+            units = generate_units(other, sc.events, sc.event_size)
+            pad = [plan.gaps[-1] if plan.gaps else 0.0] * max(0, len(units) - 1 - len(plan.gaps))
+            plan = dataclasses.replace(plan, units=units, gaps=[*plan.gaps, *pad])
+            return _finish(sc, _timeline(plan, units, request_id), _CONTENT_TYPES[other], plan, request_id)
         if wrong.what == "json":
             content_type = "application/json"
-            body = json.dumps(
-                {
-                    "id": "msg_kit0001",
-                    "type": "message",
-                    "role": "assistant",
-                    "content": [{"type": "text", "text": "A whole message, not a stream."}],
-                    "stop_reason": "end_turn",
-                }
-            ).encode()
+            body = shape(sc.protocol).message_body("A whole message, not a stream.", 8) or compact({"text": "x"})
         else:
             content_type = "application/octet-stream"
             body = plan.rng("wrong_format").randbytes(2048)
@@ -144,12 +140,12 @@ def build_response(plan: Plan) -> Response:
             Action(sc.first_byte_delay, "write", "wrong_format", body),
             Action(sc.first_byte_delay, "end", "end"),
         ]
-        return _finish(sc, actions, content_type, plan)
+        return _finish(sc, actions, content_type, plan, request_id)
 
-    return _finish(sc, _timeline(plan, units), content_type, plan)
+    return _finish(sc, _timeline(plan, units, request_id), content_type, plan, request_id)
 
 
-def _timeline(plan: Plan, units) -> Iterator[Action]:
+def _timeline(plan: Plan, units, request_id: str = "") -> Iterator[Action]:
     """The actions of a streamed body, produced lazily so a request starts at once."""
     sc = plan.scenario
     t = sc.first_byte_delay
@@ -168,7 +164,7 @@ def _timeline(plan: Plan, units) -> Iterator[Action]:
                 yield Action(t, "reset", "reset")
                 return
             elif isinstance(fault, ErrorEvent):
-                yield Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message))
+                yield Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message, request_id))
                 yield Action(t, "end", "end")
                 return
             elif isinstance(fault, Malformed):
@@ -213,9 +209,7 @@ def _hostile(plan: Plan, fault: Hostile, t: float) -> Iterator[Action]:
         yield Action(t, "raw", "bad_chunk_size", b"zz\r\nnot a hex size\r\n")
         yield Action(t, "close", "close")
     elif fault.what == "invalid_utf8":
-        event = (
-            b'event: content_block_delta\ndata: {"type": "content_block_delta", "delta": {"text": "\xff\xfe\xc3"}}\n\n'
-        )
+        event = b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"\xff\xfe\xc3"}}\n\n'
         yield Action(t, "write", "invalid_utf8", event)
 
 
@@ -232,7 +226,7 @@ def _rechunked(actions: Iterable[Action], rng) -> Iterator[Action]:
             i += n
 
 
-def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Plan) -> Response:
+def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Plan, request_id: str = "") -> Response:
     ping = ping_bytes(sc.protocol) if sc.ping_every else None
     if ping is not None:
         actions = _with_pings(actions, ping, sc.ping_every)
@@ -242,7 +236,7 @@ def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Pl
     hostile = plan.fault(Hostile)
     if isinstance(hostile, Hostile) and hostile.what == "random_chunks":
         actions = _rechunked(actions, plan.rng("chunks"))
-    headers = [("content-type", content_type), ("cache-control", "no-cache")]
+    headers = [("content-type", content_type), ("cache-control", "no-cache"), *shape(sc.protocol).headers(request_id)]
     declared: int | None = None
     if sc.framing == "length":
         actions = list(actions)  # Content-Length needs the whole body up front
@@ -308,18 +302,18 @@ def _buffered(actions: Iterable[Action], until: int | None) -> Iterator[Action]:
         yield a
 
 
-def _status_response(protocol: str, fault: HttpStatus, headers_delay: float) -> Response:
-    error_type = fault.error_type or _DEFAULT_ERRORS.get(fault.status, "api_error")
+def _status_response(protocol: str, fault: HttpStatus, headers_delay: float, request_id: str = "") -> Response:
     message = fault.message or _REASONS.get(fault.status, "Error")
-    body = error_json(protocol, fault.status, error_type, message)
+    body = error_json(protocol, fault.status, fault.error_type, message, request_id)
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    headers += shape(protocol).headers(request_id)
     if fault.retry_after is not None:
         ra = fault.retry_after
         headers.append(("retry-after", str(int(ra)) if float(ra).is_integer() else str(ra)))
     if fault.retry_after_ms is not None:
         headers.append(("retry-after-ms", str(fault.retry_after_ms)))
     headers.extend(fault.headers)
-    resp = Response(
+    return Response(
         status=fault.status,
         reason=_REASONS.get(fault.status, "Error"),
         headers=headers,
@@ -328,4 +322,3 @@ def _status_response(protocol: str, fault: HttpStatus, headers_delay: float) -> 
         headers_delay=headers_delay,
         content_length=len(body),
     )
-    return resp

@@ -414,10 +414,11 @@ class _BodyReader:
 
     def _check_sse(self, event: str, data: str) -> None:
         a = self.attempt
-        if data == "[DONE]":
+        # each protocol's own terminator only: the other API's stream (a misrouted gateway) is not a clean end
+        if data == "[DONE]" and a.protocol == "openai":
             a.saw_terminator = True
             return
-        if event == "message_stop":
+        if event == "message_stop" and a.protocol == "anthropic":
             a.saw_terminator = True
         try:
             obj = json.loads(data)

@@ -13,6 +13,12 @@ import functools
 import json
 from dataclasses import dataclass
 
+
+def _dumps(obj) -> str:
+    """Compact JSON, as the APIs send it (no spaces after separators)."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
 __all__ = [
     "PROTOCOLS",
     "SSEEvent",
@@ -261,7 +267,7 @@ def anthropic_units(events: int, event_size: int = 8, model: str = "claude-kit-1
     }
 
     def ev(kind: str, payload: dict, terminator: bool = False) -> Unit:
-        return Unit(kind, encode_sse(json.dumps(payload), event=kind), terminator)
+        return Unit(kind, encode_sse(_dumps(payload), event=kind), terminator)
 
     units = [
         ev("message_start", msg),
@@ -290,12 +296,14 @@ def anthropic_units(events: int, event_size: int = 8, model: str = "claude-kit-1
 
 
 def anthropic_ping() -> bytes:
-    return encode_sse(json.dumps({"type": "ping"}), event="ping")
+    return encode_sse(_dumps({"type": "ping"}), event="ping")
 
 
-def anthropic_error(error_type: str, message: str) -> bytes:
+def anthropic_error(error_type: str, message: str, request_id: str | None = None) -> bytes:
     payload = {"type": "error", "error": {"type": error_type, "message": message}}
-    return encode_sse(json.dumps(payload), event="error")
+    if request_id:
+        payload["request_id"] = request_id
+    return encode_sse(_dumps(payload), event="error")
 
 
 def openai_units(events: int, event_size: int = 8, model: str = "gpt-kit-1") -> list[Unit]:
@@ -309,7 +317,7 @@ def openai_units(events: int, event_size: int = 8, model: str = "gpt-kit-1") -> 
             "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
-        return encode_sse(json.dumps(body))
+        return encode_sse(_dumps(body))
 
     units = [Unit("chunk", chunk({"role": "assistant", "content": ""}))]
     units.extend(Unit("chunk", chunk({"content": _token(i, event_size)})) for i in range(events))
@@ -319,14 +327,12 @@ def openai_units(events: int, event_size: int = 8, model: str = "gpt-kit-1") -> 
 
 
 def openai_error(error_type: str, message: str) -> bytes:
-    return encode_sse(json.dumps({"error": {"message": message, "type": error_type}}))
+    return encode_sse(_dumps({"error": {"message": message, "type": error_type, "param": None, "code": None}}))
 
 
 def ndjson_units(events: int, event_size: int = 8) -> list[Unit]:
     """Newline-delimited JSON: one object a line; the body's end is the end."""
-    return [
-        Unit("line", (json.dumps({"index": i, "text": _token(i, event_size)}) + "\n").encode()) for i in range(events)
-    ]
+    return [Unit("line", (_dumps({"index": i, "text": _token(i, event_size)}) + "\n").encode()) for i in range(events)]
 
 
 def raw_units(events: int, event_size: int = 1024) -> list[Unit]:
@@ -358,22 +364,29 @@ def ping_bytes(protocol: str) -> bytes:
     return anthropic_ping() if protocol == "anthropic" else b": ping\n\n"
 
 
-def error_bytes(protocol: str, error_type: str, message: str) -> bytes:
-    """A mid-stream error in the protocol's own form."""
+def error_bytes(protocol: str, error_type: str, message: str, request_id: str | None = None) -> bytes:
+    """A mid-stream error in the protocol's own form (Anthropic's carries the request id)."""
     if protocol == "anthropic":
-        return anthropic_error(error_type, message)
+        return anthropic_error(error_type, message, request_id)
     if protocol == "openai":
         return openai_error(error_type, message)
     if protocol == "ndjson":
-        return (json.dumps({"error": {"type": error_type, "message": message}}) + "\n").encode()
+        return (_dumps({"error": {"type": error_type, "message": message}}) + "\n").encode()
     return f"\nERROR {error_type}: {message}\n".encode()
 
 
 def malformed_bytes(protocol: str, kind: str) -> bytes:
     """A broken unit: invalid JSON in ``data:`` or a line with an invalid field."""
     if kind == "field":
-        return b'dtaa: {"type": "oops"}\n\n' if protocol != "ndjson" else b"not json\n"
+        return b'dtaa: {"type":"oops"}\n\n' if protocol != "ndjson" else b"not json\n"
     if protocol == "ndjson":
-        return b'{"index": 1, "text": "unterminated\n'
+        return b'{"index":1,"text":"unterminated\n'
     event = "content_block_delta" if protocol == "anthropic" else None
-    return encode_sse('{"type": "content_block_delta", "delta": {"text": "unterminated', event=event)
+    return encode_sse(
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"unterminated', event=event
+    )
+
+
+def message_text(events: int, event_size: int | None = None) -> str:
+    """The whole text a healthy stream of ``events`` deltas carries (for non-streaming answers)."""
+    return "".join(_token(i, event_size or 8) for i in range(events))

@@ -305,15 +305,17 @@ class HttpStatus(Fault):
 
 @dataclass(frozen=True)
 class WrongFormat(Fault):
-    """Send a body in the wrong format: ``json`` (a whole JSON message) or ``binary``."""
+    """Send a body in the wrong format: ``other_protocol`` (the other API's SSE stream, as a
+    misrouted gateway does: OpenAI chunks where Anthropic events were expected and back),
+    ``json`` (a whole JSON message as ``application/json``) or ``binary``."""
 
     kind: ClassVar[str] = "wrong_format"
-    what: Literal["json", "binary"] = "json"
+    what: Literal["other_protocol", "json", "binary"] = "json"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.what not in ("json", "binary"):
-            raise ConfigError("wrong_format.what", self.what, "expected 'json' or 'binary'")
+        if self.what not in ("other_protocol", "json", "binary"):
+            raise ConfigError.unknown("wrong_format.what", self.what, ("other_protocol", "json", "binary"))
 
 
 @dataclass(frozen=True)
@@ -610,7 +612,8 @@ def _presets() -> dict[str, Scenario]:
                 first_byte_delay=0.25,
                 faults=(Close(after=0, clean=True),),
             ),
-            s(name="wrong_format", faults=(WrongFormat(what="json"),)),
+            s(name="wrong_format", faults=(WrongFormat(what="other_protocol"),)),
+            s(name="json_instead_of_stream", faults=(WrongFormat(what="json"),)),
             s(name="headers_then_close", faults=(Close(after=0),)),
             s(name="headers_then_reset", faults=(Reset(after=0),)),
             s(name="slow_headers", headers_delay=3.0, events=5, gap=0.01),

@@ -123,9 +123,17 @@ def _resolve(
         url = scenario_url(server, url, protocol)
     sc = getattr(url, "scenario", None)
     if sc is not None and sc.protocol != protocol:
+        # the same scenario in this client's protocol, on the SAME origin (a proxy stays in the path)
         server = server or _find_server(url)
-        if server is not None:
-            url = scenario_url(server, sc, protocol)
+        if server is None:
+            raise ConfigError(
+                "url",
+                str(url),
+                f"this URL's scenario speaks {sc.protocol}, the client speaks {protocol}; pass server= (the "
+                f"FaultServer behind it) or a URL made by kit.sdk.scenario_url(server, scenario, {protocol!r})",
+            )
+        origin = "/".join(str(url).split("/", 3)[:3])
+        url = scenario_url(server, sc, protocol).with_origin(origin)
     server = server or _find_server(str(url))
     name = sc.name if sc is not None else None
     return str(url), name, server

@@ -29,6 +29,7 @@ from urllib.parse import unquote
 import h11
 
 from . import _registry
+from ._api import shape
 from ._bind import check_bind
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
@@ -397,6 +398,9 @@ class FaultServer:
         target = request.target.decode("latin-1")
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
         token, scenario = self._resolve(target)
+        if _is_probe(request.method, target, token):
+            await self._probe(conn_id, request.method, target, token, writer)
+            return True
         if token is None and request.method == b"GET" and target.split("?")[0] in ("/", "/s", "/s/"):
             listing = {"scenarios": {t: f"{self.url}/s/{t}" for t in self.scenarios()}}
             await self._json(writer, 200, listing)
@@ -417,9 +421,10 @@ class FaultServer:
                 },
             )
             return True
+        payload: Any = None
         if body and "json" in headers.get("content-type", "json"):
             try:
-                json.loads(body)
+                payload = json.loads(body)
             except ValueError as exc:
                 await self._json(
                     writer,
@@ -435,7 +440,8 @@ class FaultServer:
         trial = headers.get("x-kit-trial", "")
         attempt = self._attempt_number(token, trial, headers)
         plan = scenario.plan(attempt, key=trial)
-        response = build_response(plan)
+        api_id = shape(plan.scenario.protocol).request_id(f"{request_id}:{attempt}:{next(self._req_ids)}")
+        response = build_response(plan, request_id=api_id, stream=_wants_stream(payload))
         info = {
             "request_id": request_id,
             "scenario": token,
@@ -444,6 +450,8 @@ class FaultServer:
             "path": target.split("?", 1)[0],
             "status": response.status,
             "t_ns": received_ns,
+            "stream": _wants_stream(payload),
+            "api_request_id": api_id,
         }
         log = _Logger(self.log, self._by_request.setdefault(request_id, []), request_id, conn_id, token, attempt)
         log("request", len(body), received_ns, received_ns)
@@ -495,7 +503,7 @@ class FaultServer:
         await _sleep_until(due)
         lines = [f"HTTP/1.1 {response.status} {response.reason}"]
         lines += [f"{k}: {v}" for k, v in response.headers]
-        lines += [f"x-kit-request-id: {request_id}", f"request-id: {request_id}"]
+        lines.append(f"x-kit-request-id: {request_id}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         t = now_ns()
         if response.endless_headers:
@@ -561,6 +569,26 @@ class FaultServer:
                 await self._hang(response, writer, log)
         return "end"  # pragma: no cover - every plan ends with a terminal action
 
+    async def _probe(self, conn_id: int, method: bytes, target: str, token: str | None, writer) -> None:
+        """Answer a request that is not an API call (``HEAD /``, ``OPTIONS``...): logged, not an attempt."""
+        self._record_request(
+            {
+                "request_id": None,
+                "connection": conn_id,
+                "scenario": token,
+                "method": method.decode(),
+                "path": target.split("?", 1)[0],
+                "status": 200,
+                "end": "probe",
+                "t_ns": now_ns(),
+            }
+        )
+        body = b"" if method in (b"HEAD", b"OPTIONS") else json.dumps({"scenario": token}).encode()
+        length = len(json.dumps({"scenario": token}).encode()) if method == b"HEAD" else len(body)
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+
     async def _hang(self, response: Response, writer: asyncio.StreamWriter, log: _Logger) -> None:
         if response.ping is None or not response.ping_every:
             await asyncio.Event().wait()
@@ -573,6 +601,20 @@ class FaultServer:
             await _sleep_until(due)
             log("ping", len(wire), due, now_ns())
             writer.transport.write(wire)
+
+
+def _is_probe(method: bytes, target: str, token: str | None) -> bool:
+    """Not an API call: HEAD or OPTIONS anywhere, or GET of a scenario's base URL itself."""
+    if method in (b"HEAD", b"OPTIONS"):
+        return True
+    rest = unquote(target.split("?", 1)[0]).strip("/").split("/")
+    return method == b"GET" and token is not None and len(rest) <= 2
+
+
+def _wants_stream(payload: Any) -> bool:
+    """A JSON request body asks for a stream unless it says ``"stream": false`` or leaves it out
+    (as the APIs read it); anything else (no body, not JSON) gets the stream."""
+    return not isinstance(payload, dict) or bool(payload.get("stream", False))
 
 
 class _BodyTooLarge(Exception):

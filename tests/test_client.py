@@ -17,6 +17,7 @@ EXPECTED = {
     "close_delimited_empty": ("first_chunk", "ended"),
     "pings_only": ("stream", "ended"),
     "wrong_format": ("stream", "malformed"),
+    "json_instead_of_stream": ("stream", "malformed"),
     "headers_then_close": ("first_chunk", "closed"),
     "headers_then_reset": ("first_chunk", "reset"),
     "slow_headers": ("headers", "timeout.headers"),

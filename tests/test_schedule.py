@@ -66,6 +66,15 @@ def test_buffer_releases_in_one_write():
     assert len(writes) == 1 and writes[0].kind.startswith("buffered")
 
 
-def test_wrong_format_json_body():
-    resp = build_response(kit.Scenario.preset("wrong_format").plan())
+def test_json_instead_of_stream_is_a_json_body():
+    resp = build_response(kit.Scenario.preset("json_instead_of_stream").plan())
     assert ("content-type", "application/json") in resp.headers
+
+
+def test_wrong_format_is_the_other_protocols_stream():
+    resp = build_response(kit.Scenario.preset("wrong_format").plan())
+    body = b"".join(a.data for a in resp.actions if a.op == "write")
+    assert ("content-type", "text/event-stream; charset=utf-8") in resp.headers
+    assert b"chat.completion.chunk" in body and b"data: [DONE]" in body and b"message_start" not in body
+    back = build_response(kit.Scenario.preset("wrong_format", protocol="openai").plan())
+    assert b"event: message_start" in b"".join(a.data for a in back.actions if a.op == "write")
