@@ -89,9 +89,8 @@ def test_slow_headers_and_stalls_delay_the_document(server):
     assert r.status_code == 200 and _is_document("anthropic", r.json())
     assert time.monotonic() - t >= 0.55
     forever = kit.Scenario(events=3, faults=(kit.Stall(after=1),))
-    with pytest.raises(httpx.ReadTimeout):
-        with httpx.Client(trust_env=False, timeout=0.5) as c:
-            c.post(server.url_for(forever) + "/v1/messages", json=BODY)
+    with pytest.raises(httpx.ReadTimeout), httpx.Client(trust_env=False, timeout=0.5) as c:
+        c.post(server.url_for(forever) + "/v1/messages", json=BODY)
 
 
 def test_probes_are_answered_not_counted(server):

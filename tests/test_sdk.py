@@ -6,6 +6,8 @@ server saw, with and without kit.instrument on its HTTP client (which must chang
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import kit
@@ -60,7 +62,9 @@ def test_sdk_exception_and_attempts(server, client, scenario):
         assert (r.exception or r.outcome) == want_exc, r
         assert r.attempts == want_attempts, r
         assert [q["attempt"] for q in r.server_requests] == list(range(1, want_attempts + 1))
-    assert plain.message == watched.message and plain.result == watched.result
+    same_but_ids = re.compile(r"req_[0-9A-Za-z]+")  # each request gets its own API request id
+    assert same_but_ids.sub("req", plain.message) == same_but_ids.sub("req", watched.message)
+    assert plain.result == watched.result
     assert plain.trace is None
     tr = watched.trace
     assert len(tr.attempts) == want_attempts  # the SDK's retries are separate attempts of one trace
@@ -117,3 +121,20 @@ def test_missing_sdk_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(sdk.SDKNotInstalled, match="pip install openai"):
         sdk.run_openai("http://127.0.0.1:9/")
+
+
+def test_run_through_a_proxy_keeps_the_proxy_when_switching_protocol(server):
+    from kit.proxy import NetworkProxy
+
+    with NetworkProxy(server) as proxy:
+        url = proxy.url_for("ok")  # an Anthropic scenario URL on the proxy's origin
+        run = sdk.run("openai-python", url, server=server, timeout=5)
+        assert run.outcome == "returned" and run.url.startswith(proxy.url + "/s/")
+        assert len(proxy.connections()) >= 1  # the SDK's connection went through the proxy
+        assert run.attempts == 1
+
+
+def test_run_refuses_a_url_in_the_other_protocol_without_its_server(server):
+    url = server.url_for("ok").with_origin("http://127.0.0.1:9")
+    with pytest.raises(kit.ConfigError, match="speaks anthropic"):
+        sdk.run("openai-python", url)
