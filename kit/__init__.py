@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import atlas, evidence, node, sdk, vantage  # submodules: kit.atlas.lookup, kit.sdk.run, kit.vantage.table...
 from ._errors import BundleError, ConfigError, KitError, ServerError
+from ._redact import unredact
 from .bundle import compare, load, rerun
 from .client import astream, stream
 from .experiment import Experiment
@@ -79,5 +80,6 @@ __all__ = [
     "node",
     "sdk",
     "stream",
+    "unredact",
     "vantage",
 ]

@@ -105,7 +105,9 @@ def check_replaceable(path: Path) -> None:
     if not _is_marked(path):
         listing = ", ".join(foreign[:8] or sorted(os.listdir(path))[:8])
         raise ConfigError(
-            "path", str(path), f"was not written by kit (no {MARKER} marker); refusing to replace it (it holds {listing})"
+            "path",
+            str(path),
+            f"was not written by kit (no {MARKER} marker); refusing to replace it (it holds {listing})",
         )
     if foreign:
         more = f" and {len(foreign) - 8} more" if len(foreign) > 8 else ""

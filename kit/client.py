@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import random
 import ssl
 import uuid
@@ -24,7 +23,8 @@ from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError
 from ._loop import run_sync
-from ._redact import redact_headers, redact_text, redact_url
+from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
+from ._safejson import loads as safe_json
 from .policy import Policy
 from .protocols import PROTOCOLS, SSEParser
 from .retry import decide as _retry_decide
@@ -317,7 +317,19 @@ async def _run_attempt(
     attempt.end_ns = attempt.end_ns or now_ns()
     if attempt.outcome is None:
         attempt.outcome = reader.outcome(attempt)
+    _scrub_attempt(attempt, secret_values(request.headers.multi_items(), target))
     _attach_server_log(attempt)
+
+
+def _scrub_attempt(attempt: Attempt, secrets: tuple[str, ...]) -> None:
+    """The request's own secret values out of whatever the upstream echoed (message, error, headers)."""
+    o = attempt.outcome
+    if o is not None and o.message:
+        attempt.outcome = Outcome(o.phase, o.cause, scrub(o.message, secrets))
+    if attempt.error:
+        attempt.error = scrub(attempt.error, secrets)
+    if secrets and attempt.headers:
+        attempt.headers = {k: scrub(v, secrets) for k, v in attempt.headers.items()}
 
 
 def _framing(response: httpx.Response) -> str:
@@ -401,7 +413,7 @@ class _BodyReader:
                 a.event_t.append(t)
                 a.event_size.append(len(line) + 1)
                 try:
-                    obj = json.loads(line)
+                    obj = safe_json(line)
                 except ValueError:
                     a.event_type.append("invalid")
                     self.stop = Outcome("stream", "malformed", "an NDJSON line that is not JSON")
@@ -421,7 +433,7 @@ class _BodyReader:
         if event == "message_stop" and a.protocol == "anthropic":
             a.saw_terminator = True
         try:
-            obj = json.loads(data)
+            obj = safe_json(data)
         except ValueError:
             self.stop = Outcome("stream", "malformed", f"event {event!r} has data that is not JSON")
             return
@@ -490,7 +502,7 @@ async def _read_error_body(response: httpx.Response, attempt: Attempt, clock: _C
 def _status_message(status: int, body: bytes) -> str:
     detail = ""
     try:
-        detail = _error_text(json.loads(body))
+        detail = _error_text(safe_json(body))
     except ValueError:
         detail = body[:200].decode("utf-8", "replace")
     return f"{status} {detail}".strip()

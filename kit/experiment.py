@@ -44,7 +44,7 @@ from ._clock import now_ns
 from ._errors import ConfigError
 from ._folders import discard_aside
 from ._loop import run_sync
-from ._redact import REDACTED, SECRET_HEADERS, redact_text, redact_url
+from ._redact import redact_config, redact_text
 from ._signals import saving
 from .policy import Policy
 from .scenarios import Scenario
@@ -671,29 +671,6 @@ def _proxy_log(proxy: Any) -> Any:
 
             return value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
     return None
-
-
-# --------------------------------------------------------------- redaction of configs
-
-
-def redact_config(obj: Any) -> Any:
-    """A copy of a config with secret header values and key-looking strings replaced."""
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and k.lower() in SECRET_HEADERS and v is not None:
-                out[k] = REDACTED
-            else:
-                out[k] = redact_config(v)
-        return out
-    if isinstance(obj, list | tuple):
-        # header lists as [[name, value], ...] (HttpStatus.headers before to_dict)
-        if len(obj) == 2 and isinstance(obj[0], str) and obj[0].lower() in SECRET_HEADERS:
-            return [obj[0], REDACTED]
-        return [redact_config(v) for v in obj]
-    if isinstance(obj, str):
-        return redact_url(obj) if obj.startswith(("http://", "https://")) else redact_text(obj)
-    return obj
 
 
 # ------------------------------------------------------------------- trial records

@@ -26,7 +26,7 @@ from typing import Any
 from ._clock import now_ns
 from ._errors import ConfigError
 from ._observe import finish_attempt, protocol_for_path
-from ._redact import redact_headers, redact_url
+from ._redact import redact_headers, redact_url, secret_values
 from .trace import Attempt, Trace
 
 __all__ = ["Recorder", "instrument"]
@@ -39,11 +39,12 @@ _SKIP = ("http11.receive_response_body", "http2.receive_response_body")  # chunk
 class _Observed:
     """One attempt in flight: its chunks (kept by reference) and how it ended."""
 
-    __slots__ = ("attempt", "data", "exc", "how", "phase", "trace")
+    __slots__ = ("attempt", "data", "exc", "how", "phase", "secrets", "trace")
 
-    def __init__(self, attempt: Attempt, trace: Trace) -> None:
+    def __init__(self, attempt: Attempt, trace: Trace, secrets: tuple[str, ...] = ()) -> None:
         self.attempt = attempt
         self.trace = trace
+        self.secrets = secrets  # the request's own secret values, scrubbed from what comes back
         self.data: list[bytes] = []
         self.how = "open"
         self.exc: BaseException | None = None
@@ -107,13 +108,14 @@ class Recorder:
     def _finish(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, [o for o in self._pending if o.how == "open"]
-        from .client import _attach_server_log
+        from .client import _attach_server_log, _scrub_attempt
 
         for o in pending:
             if o.how == "open":
                 continue
             finish_attempt(o.attempt, o.data, o.how, o.exc, o.phase, self.max_event_bytes)
             o.data = []
+            _scrub_attempt(o.attempt, o.secrets)
             _attach_server_log(o.attempt)
             if o.trace.attempts[-1] is o.attempt:
                 o.trace.end_ns = o.attempt.end_ns
@@ -145,7 +147,7 @@ class Recorder:
                 wait_before=wait,
             )
             trace.attempts.append(attempt)
-            obs = _Observed(attempt, trace)
+            obs = _Observed(attempt, trace, secret_values(request.headers.multi_items(), str(request.url)))
             self._pending.append(obs)
         if self.link:
             request.headers["x-kit-request-id"] = attempt.request_id

@@ -157,7 +157,7 @@ class SSEParser:
             if "\0" not in value:
                 self._id = value
         elif name == "retry":
-            if value.isdigit():
+            if value.isascii() and value.isdigit() and len(value) <= 15:  # ASCII digits only ("²" is a digit to str)
                 self._retry = int(value)
             else:
                 self.bad_lines += 1

@@ -35,6 +35,7 @@ from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._isolated import IsolatedServer
 from ._loop import LoopThread
+from ._redact import redact_text
 from ._rerun import replace_previous
 from ._schedule import Response, build_response
 from .scenarios import PRESETS, Scenario
@@ -361,6 +362,7 @@ class FaultServer:
         self, conn_id: int, writer: asyncio.StreamWriter, status: int, error_type: str, message: str
     ) -> None:
         """Answer a bad request with ``status`` and a JSON error, log it, and close."""
+        message = redact_text(message)  # h11 quotes the bad line, which may hold a key
         _logger.info("connection %d rejected with %d: %s", conn_id, status, message)
         self._record_request(
             {"request_id": None, "connection": conn_id, "status": status, "end": "rejected", "reason": message}
@@ -407,7 +409,8 @@ class FaultServer:
             return True
         if scenario is None:
             known = sorted(self.scenarios())
-            what = f"unknown scenario {token!r}" if token else f"no scenario in path {target!r}"
+            # the path only: a query may hold a key, and an error body is stored by clients
+            what = f"unknown scenario {token!r}" if token else f"no scenario in path {target.split('?', 1)[0]!r}"
             await self._json(
                 writer,
                 404,

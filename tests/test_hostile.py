@@ -6,6 +6,7 @@ import resource
 import time
 
 import pytest
+from _upstream import RawUpstream
 
 import kit
 
@@ -62,3 +63,40 @@ def test_hostile_kinds_are_validated():
     assert info.value.field == "hostile.what"
     with pytest.raises(kit.ConfigError):
         kit.Scenario(framing="length", faults=[kit.Hostile(what="bad_chunk_size")])
+
+
+# ------------------------------------------- issue 14 item 6: hostile bodies are outcomes
+
+
+def _http(body: bytes, status: int = 200, ctype: str = "text/event-stream") -> bytes:
+    head = f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJ = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("response", "protocol", "cause"),
+    [
+        (_http(b"event: content_block_delta\ndata: " + DEEP + b"\n\n"), "anthropic", "malformed"),
+        (_http(b"data: " + DEEP_OBJ + b"\n\n"), "openai", "malformed"),
+        (_http(DEEP, status=500, ctype="application/json"), "anthropic", "http_status"),
+        (_http(DEEP_OBJ + b"\n", ctype="application/x-ndjson"), "ndjson", "malformed"),
+        (_http("retry: ²\ndata: {}\n\n".encode()), "anthropic", "malformed"),
+        (_http(b"retry: " + b"9" * 5000 + b"\ndata: {}\n\n"), "anthropic", "malformed"),
+    ],
+    ids=[
+        "sse-deep-array",
+        "sse-deep-object",
+        "error-body-deep",
+        "ndjson-deep",
+        "retry-superscript",
+        "retry-5000-digits",
+    ],
+)
+def test_hostile_json_and_retry_fields_are_outcomes_not_exceptions(response, protocol, cause):
+    with RawUpstream(lambda head, body: response) as up:
+        trace = kit.stream(up.url + "/v1/messages", protocol=protocol, policy=POLICY)
+    assert trace.outcome.cause == cause, trace.outcome

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
+import pytest
 
 import kit
 from kit.experiment import trace_record
@@ -102,3 +104,142 @@ def test_opting_out_is_explicit(server, tmp_path):
     path = result.save(tmp_path / "raw", redact=False)
     doc = json.loads((path / "bundle.json").read_text())
     assert doc["redacted"] is False and doc["experiment"]["headers"]["x-api-key"] == SECRET
+
+
+# --------------------------------------------------------------------- issue 14, items 3-5
+
+import socket  # noqa: E402
+from urllib.parse import parse_qsl, urlsplit  # noqa: E402
+
+from _upstream import RawUpstream  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kit._redact import SAFE_HEADERS, SAFE_PARAMS, header_is_safe, redact_headers, redact_url, unredact  # noqa: E402
+
+PLAIN = "plainvalue-4b1d9e7c"  # a secret that looks like nothing
+
+
+def test_the_server_never_echoes_a_query_and_no_stored_message_holds_it(server, tmp_path):
+    with socket.create_connection(server.address) as s:
+        s.sendall(f"GET /v1/messages?key={PLAIN} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        reply = s.recv(65536)
+    assert b"404" in reply.split(b"\r\n")[0] and PLAIN.encode() not in reply
+    trace = kit.stream(server.url + f"/v1/messages?key={PLAIN}")
+    assert trace.outcome.cause == "http_status"
+    result = kit.Result.from_traces([trace], ids=["t"])
+    result.save(tmp_path / "b")
+    trace.to_har(tmp_path / "t.har")
+    assert PLAIN not in repr(trace.attempts_df.to_dict()) and PLAIN not in trace.url
+    assert_no(tmp_path, PLAIN)
+
+
+def assert_no(root: Path, *needles: str) -> None:
+    for f in Path(root).rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            text = pd.read_parquet(f).astype(str).to_csv() if f.suffix == ".parquet" else ""
+            for n in needles:
+                assert n.encode() not in data and n not in text, f"{n!r} in {f}"
+
+
+@pytest.mark.parametrize("name", ["session", "sid", "jwt", "authorization", "hapikey", "AWSAccessKeyId", "x"])
+def test_query_values_are_redacted_unless_known_harmless(name):
+    out = redact_url(f"https://api.example.com/v1?{name}={PLAIN}&model=claude&beta=true")
+    assert PLAIN not in out
+    assert dict(parse_qsl(urlsplit(out).query)) == {name: "[redacted]", "model": "claude", "beta": "true"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"), min_size=1, max_size=20),
+    value=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+)
+def test_any_header_not_known_harmless_is_redacted(name, value):
+    out = redact_headers({name: value})
+    if not header_is_safe(name):
+        assert out == {name.lower(): "[redacted]"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(st.characters(min_codepoint=48, max_codepoint=122), min_size=1, max_size=15),
+    value=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+)
+def test_any_query_value_not_known_harmless_is_redacted(name, value):
+    from urllib.parse import urlencode
+
+    out = redact_url("http://h/p?" + urlencode({name: value}))
+    if name.lower() not in SAFE_PARAMS:
+        assert [v for _, v in parse_qsl(urlsplit(out).query)] == ["[redacted]"]
+
+
+def test_harmless_headers_pass_and_opting_out_is_per_name(server, tmp_path):
+    safe = {"content-type": "text/event-stream", "anthropic-version": "2023-06-01", "x-kit-trial": "7"}
+    assert redact_headers(safe) == safe and {"accept", "user-agent"} <= SAFE_HEADERS
+    exp = kit.Experiment(scenarios=["ok"], trials=1, headers={"x-auth-token": PLAIN, "x-team": "blue-team-1"})
+    exp.run(1, server=server, progress=False, out=tmp_path / "run")
+    doc = (tmp_path / "run" / "bundle.json").read_text()
+    assert PLAIN not in doc and "blue-team-1" not in doc
+    kit.unredact("x-team")
+    try:
+        assert redact_headers({"x-team": "blue-team-1", "x-auth-token": PLAIN}) == {
+            "x-team": "blue-team-1",
+            "x-auth-token": "[redacted]",
+        }
+        unredact("authorization")  # always secret: not unredactable
+        assert redact_headers({"authorization": PLAIN}) == {"authorization": "[redacted]"}
+    finally:
+        from kit import _redact
+
+        _redact._unredacted.discard("x-team")
+        _redact._unredacted.discard("authorization")
+
+
+def reflect(mode: str) -> RawUpstream:
+    """An upstream that echoes the request: headers in a 401 body and x-echo-* headers, or a bad status line."""
+
+    def respond(head_bytes: bytes, _body: bytes) -> bytes:
+        head = head_bytes.decode("latin-1")
+        if mode == "status_line":
+            return f"HTTP/1.1 abc {head.splitlines()[0]}\r\n\r\n".encode()
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": head}})
+        echo = "".join(
+            f"x-echo-{line.partition(':')[0]}: {line.partition(':')[2].strip()}\r\n" for line in head.splitlines()[1:]
+        )
+        return (
+            f"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n{echo}"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
+        ).encode()
+
+    return RawUpstream(respond)
+
+
+@pytest.mark.parametrize("mode", ["body", "status_line"])
+def test_what_an_upstream_reflects_is_scrubbed_everywhere(tmp_path, mode):
+    up = reflect(mode)
+    try:
+        secret_header, secret_query = "hdrsecret-91c2d7aa", "qrysecret-5e8f0b13"
+        headers = {"x-custom-auth": secret_header, "cookie": f"sess={PLAIN}"}
+        trace = kit.stream(f"{up.url}/v1/messages?session={secret_query}", headers=headers)
+        assert trace.outcome.cause in ("http_status", "closed", "malformed", "reset"), trace.outcome
+        # an SDK under kit.instrument meets the same upstream
+        import httpx
+
+        with httpx.Client() as client:
+            rec = kit.instrument(client)
+            with contextlib.suppress(httpx.HTTPError):
+                client.post(f"{up.url}/v1/messages?session={secret_query}", headers=headers, json={})
+            sdk_traces = rec.traces
+    finally:
+        up.close()
+    result = kit.Result.from_traces([trace, *sdk_traces], ids=["t", "sdk"][: 1 + len(sdk_traces)])
+    result.save(tmp_path / "bundle")
+    result.to_har(tmp_path / "r.har")
+    (tmp_path / "journal.jsonl").write_text(json.dumps(trace_record(trace, "x", 0, 0, 0)))
+    needles = (secret_header, secret_query, PLAIN)
+    for t in (trace, *sdk_traces):
+        for a in t.attempts:
+            stored = json.dumps([a.outcome.message if a.outcome else "", a.error, a.headers, a.url])
+            assert not any(n in stored for n in needles), stored
+    assert_no(tmp_path, *needles)
