@@ -12,10 +12,12 @@ from .bundle import compare, load, rerun
 from .client import astream, stream
 from .experiment import Experiment
 from .har import from_har
-from .instrument import Recorder, instrument
+from .instrument import Instrumented, instrument
 from .network import Network
 from .policy import Policy
 from .proxy import NetworkProxy
+from .recorder import Recorder
+from .replay_compare import fidelity as replay_fidelity
 from .result import Result
 from .scenarios import (
     Buffer,
@@ -43,10 +45,12 @@ __all__ = [
     "PHASES",
     "Attempt",
     "Experiment",
+    "Instrumented",
     "Result",
     "compare",
     "from_har",
     "load",
+    "replay_fidelity",
     "rerun",
     "BundleError",
     "Buffer",

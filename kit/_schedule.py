@@ -112,7 +112,7 @@ def build_response(plan: Plan, *, request_id: str = "", stream: bool = True) -> 
     status_fault = plan.fault(HttpStatus)
     if isinstance(status_fault, HttpStatus):
         return _status_response(sc.protocol, status_fault, sc.headers_delay, request_id)
-    if not stream and shape(sc.protocol).message is not None and plan.fault(Hostile) is None:
+    if not stream and shape(sc.protocol).message is not None and plan.fault(Hostile) is None and sc.replay is None:
         from ._json_answer import json_response
 
         return json_response(plan, request_id)
@@ -142,7 +142,8 @@ def build_response(plan: Plan, *, request_id: str = "", stream: bool = True) -> 
         ]
         return _finish(sc, actions, content_type, plan, request_id)
 
-    return _finish(sc, _timeline(plan, units, request_id), content_type, plan, request_id)
+    resp = _finish(sc, _timeline(plan, units, request_id), content_type, plan, request_id)
+    return sc.replay.response(resp) if sc.replay is not None else resp
 
 
 def _timeline(plan: Plan, units, request_id: str = "") -> Iterator[Action]:

@@ -15,7 +15,16 @@ from ._errors import KitError
 __all__ = ["main"]
 
 # one module per subcommand; each defines register(subparsers) and sets `func` on its parser
-COMMANDS = ("_cli_proxy", "_cli_serve", "_cli_atlas", "_cli_run", "_cli_report", "_cli_postmortem", "_cli_export")
+COMMANDS = (
+    "_cli_proxy",
+    "_cli_serve",
+    "_cli_record",
+    "_cli_atlas",
+    "_cli_run",
+    "_cli_report",
+    "_cli_postmortem",
+    "_cli_export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

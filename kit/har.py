@@ -288,10 +288,8 @@ def from_har(path: str | Path) -> Any:
         raise BundleError(f"{path}: a HAR field has the wrong type or value ({type(exc).__name__}: {exc})") from None
 
 
-def _from_har(path: str | Path) -> Any:
-    from .protocols import SSEParser
-    from .result import Result, proxy_table, tables_from_records
-
+def read_har(path: str | Path) -> dict[str, Any]:
+    """The parsed HAR document at ``path``; BundleError naming the file if it is not HAR 1.2."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -302,6 +300,15 @@ def _from_har(path: str | Path) -> Any:
     problems = validate_har(doc)
     if problems:
         raise BundleError(f"{path}: not a HAR 1.2 file: " + "; ".join(problems[:5]))
+    return doc
+
+
+def _from_har(path: str | Path) -> Any:
+    from .protocols import SSEParser
+    from .result import Result, proxy_table, tables_from_records
+
+    path = Path(path)
+    doc = read_har(path)
     cells: dict[tuple[str, str], Any] = {}
     records = []
     for i, e in enumerate(doc["log"]["entries"]):

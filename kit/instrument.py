@@ -9,7 +9,7 @@ join the previous call's :class:`~kit.trace.Trace`, with their ``wait_before``.
 
 The client gets the very same bytes and exceptions: the wrapper passes chunks through
 and re-raises. On the hot path it only timestamps and keeps a reference to each chunk;
-events are parsed and outcomes classified when :attr:`Recorder.traces` is read. With
+events are parsed and outcomes classified when :attr:`Instrumented.traces` is read. With
 ``link=True`` (default) each request also carries ``x-kit-request-id`` so a
 :class:`~kit.FaultServer` in this process joins its log to the attempt.
 """
@@ -29,7 +29,22 @@ from ._observe import finish_attempt, protocol_for_path
 from ._redact import redact_headers, redact_url, secret_values
 from .trace import Attempt, Trace
 
-__all__ = ["Recorder", "instrument"]
+__all__ = ["Instrumented", "instrument"]
+
+
+def __getattr__(name: str) -> Any:
+    # the class was called Recorder until kit.Recorder became the recording proxy (kit/recorder.py)
+    if name == "Recorder":
+        import warnings
+
+        warnings.warn(
+            "kit.instrument.Recorder is now kit.instrument.Instrumented (kit.Recorder is the recording proxy)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Instrumented
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _CONNECT_DONE = ("connection.connect_tcp.complete", "http11.send_request_headers.started")
 _HEADERS_WAIT = "http11.receive_response_headers.started"
@@ -66,7 +81,7 @@ class _Observed:
             self.attempt.end_ns = now_ns()
 
 
-class Recorder:
+class Instrumented:
     """The traces of an instrumented client; one :class:`~kit.trace.Trace` per logical call.
 
     Read :attr:`traces` (or :attr:`trace`, the last) after the calls: reading them
@@ -181,14 +196,14 @@ class Recorder:
         if getattr(self.client, "_kit_recorder", None) is self:
             self.client._kit_recorder = None
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Instrumented:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.uninstrument()
 
     def __repr__(self) -> str:
-        return f"<Recorder {type(self.client).__module__}.{type(self.client).__name__} calls={len(self._traces)}>"
+        return f"<Instrumented {type(self.client).__module__}.{type(self.client).__name__} calls={len(self._traces)}>"
 
 
 _CLASSES: dict[str, tuple[type, type, type, type]] = {}
@@ -257,7 +272,7 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
                 self._obs.end("closed")
 
     class SyncTransport(mod.BaseTransport):  # type: ignore[name-defined,misc]
-        def __init__(self, inner: Any, recorder: Recorder) -> None:
+        def __init__(self, inner: Any, recorder: Instrumented) -> None:
             self._inner, self._recorder = inner, recorder
 
         def handle_request(self, request: Any) -> Any:
@@ -291,7 +306,7 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
             self._inner.__exit__(*args)
 
     class AsyncTransport(mod.AsyncBaseTransport):  # type: ignore[name-defined,misc]
-        def __init__(self, inner: Any, recorder: Recorder) -> None:
+        def __init__(self, inner: Any, recorder: Instrumented) -> None:
             self._inner, self._recorder = inner, recorder
 
         async def handle_async_request(self, request: Any) -> Any:
@@ -330,8 +345,8 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
     return _CLASSES[modname]
 
 
-def instrument(client: Any, *, link: bool = True, max_event_bytes: int | None = 16 * 1024 * 1024) -> Recorder:
-    """Record every request ``client`` makes; returns the :class:`Recorder` holding the traces.
+def instrument(client: Any, *, link: bool = True, max_event_bytes: int | None = 16 * 1024 * 1024) -> Instrumented:
+    """Record every request ``client`` makes; returns the :class:`Instrumented` holding the traces.
 
     ``client`` is an ``httpx.Client``/``AsyncClient`` or an ``httpx2.Client``/``AsyncClient``
     (e.g. ``anthropic.Anthropic(http_client=client)``, or an SDK's own ``sdk._client``).
@@ -350,7 +365,7 @@ def instrument(client: Any, *, link: bool = True, max_event_bytes: int | None = 
         return client._kit_recorder
     sync_t, async_t, _, _ = _classes(modname)
     is_async = isinstance(client, importlib.import_module(modname).AsyncClient)
-    recorder = Recorder(client, link=link, max_event_bytes=max_event_bytes)
+    recorder = Instrumented(client, link=link, max_event_bytes=max_event_bytes)
     cls = async_t if is_async else sync_t
     recorder._wrap_all(lambda t: cls(t, recorder))
     client._kit_recorder = recorder

@@ -21,10 +21,13 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ._errors import ConfigError
 from .protocols import PROTOCOLS, Unit, generate_units
+
+if TYPE_CHECKING:
+    from .replay import Replay
 
 __all__ = [
     "FAULT_KINDS",
@@ -404,7 +407,9 @@ class Scenario:
     :class:`Gap`); ``ping_every`` (s; pings while waiting, None: none); ``framing``
     (chunked, length, close); ``faults``; ``attempts`` (a scenario per attempt, the last
     one repeating: fail, fail, succeed); ``fault_probability`` (each attempt gets the
-    faults with this probability, rolled from the seed); ``seed``; ``name``.
+    faults with this probability, rolled from the seed); ``seed``; ``name``;
+    ``replay`` (a recorded response to send instead of generated events: see
+    :meth:`from_trace`).
     """
 
     protocol: str = "anthropic"
@@ -420,8 +425,14 @@ class Scenario:
     fault_probability: float = 1.0
     seed: int = 0
     name: str | None = None
+    replay: Replay | None = None
 
     def __post_init__(self) -> None:
+        if self.replay is not None:
+            from .replay import Replay
+
+            if not isinstance(self.replay, Replay):
+                raise ConfigError("replay", type(self.replay).__name__, "expected a kit.replay.Replay (from_trace)")
         if self.protocol not in PROTOCOLS:
             raise ConfigError.unknown("protocol", self.protocol, PROTOCOLS)
         _count("events", self.events)
@@ -475,6 +486,30 @@ class Scenario:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     @classmethod
+    def from_trace(
+        cls,
+        source: Any,
+        *,
+        faults: Sequence[Fault] = (),
+        speed: float = 1.0,
+        at: str = "event",
+        call: int = -1,
+        name: str | None = None,
+    ) -> Scenario:
+        """A scenario that replays a recorded stream exactly: status, safe headers, body bytes, timing.
+
+        ``source``: a trace recorded by :class:`kit.Recorder`, a recording bundle folder
+        (``kit record -o``), a HAR file with chunk times and body text, or Chrome's
+        EventStream export. ``faults`` act on top, their ``after`` counting SSE events
+        (``at="event"``) or body bytes (``at="byte"``); ``speed=2.0`` plays twice as fast;
+        ``call`` picks one call of a recording with several (default: the last). A file
+        that is not a recording, or is cut short, raises :class:`~kit.BundleError`.
+        """
+        from .replay import scenario_from
+
+        return scenario_from(source, call=call, faults=faults, speed=speed, at=at, name=name)
+
+    @classmethod
     def presets(cls) -> list[str]:
         """Names of the presets."""
         return list(PRESETS)
@@ -494,6 +529,10 @@ class Scenario:
                 v = v.to_dict()
             elif f.name == "faults" or f.name == "attempts":
                 v = [x.to_dict() for x in v]
+            elif f.name == "replay":
+                if v is None:
+                    continue  # absent, so that the keys of scenarios without one do not change
+                v = v.to_dict()
             d[f.name] = v
         return d
 
@@ -515,6 +554,10 @@ class Scenario:
             d["attempts"] = tuple(cls.from_dict(a) for a in d["attempts"])
         if "gap" in d:
             d["gap"] = Gap.from_value(d["gap"])
+        if d.get("replay") is not None:
+            from .replay import Replay
+
+            d["replay"] = Replay.from_dict(d["replay"])
         return cls(**d)
 
     def to_json(self) -> str:
@@ -537,6 +580,8 @@ class Scenario:
 
     def unit_count(self) -> int:
         """Units in the healthy stream (events plus the protocol's framing events)."""
+        if self.replay is not None:
+            return self.replay.unit_count()
         extra = {"anthropic": 6, "openai": 3, "ndjson": 0, "raw": 0}[self.protocol]
         return self.events + extra
 
@@ -560,6 +605,8 @@ class Scenario:
     def plan(self, attempt: int = 1, key: str = "") -> Plan:
         """The concrete schedule for one attempt (see :class:`Plan`)."""
         sc = self.for_attempt(attempt, key)
+        if sc.replay is not None:
+            return sc.replay.plan(sc, attempt, key)
         units = generate_units(sc.protocol, sc.events, sc.event_size)
         rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
         gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
@@ -575,6 +622,7 @@ class Plan:
     gaps: list[float]
     attempt: int = 1
     key: str = ""
+    fault_at: Mapping[int, list[Fault]] | None = None  # a replay's faults by unit index (see kit/replay.py)
 
     def rng(self, purpose: str) -> random.Random:
         """A random source for ``purpose``, seeded by (seed, trial key, attempt)."""
@@ -582,6 +630,8 @@ class Plan:
 
     def faults_at(self, index: int) -> list[Fault]:
         """Faults that act after ``index`` units, in the order given."""
+        if self.fault_at is not None:
+            return list(self.fault_at.get(index, ()))
         return [
             f
             for f in self.scenario.faults

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -114,8 +115,12 @@ class FaultServer:
         on_request: Callable[[dict[str, Any]], None] | None = None,
         isolate: bool = False,
         request_timeout: float = REQUEST_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         check_bind("host", host, host, allow_remote, "the fault server")
+        if tls is not None and (isolate or not isinstance(tls, ssl.SSLContext)):
+            raise ConfigError("tls", tls, "an ssl.SSLContext with a certificate, and isolate=False")
+        self.tls = tls  # serve HTTPS: a local stand-in for a provider (see kit.Recorder)
         self.host = host
         self._port = port
         self.request_timeout = request_timeout
@@ -158,7 +163,9 @@ class FaultServer:
         return self
 
     async def _astart(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self._port, reuse_address=True, backlog=1024)
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self._port, reuse_address=True, backlog=1024, ssl=self.tls
+        )
 
     def stop(self) -> None:
         """Close every connection and the listening socket; join the thread."""
@@ -219,7 +226,7 @@ class FaultServer:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def url_for(self, scenario: Scenario | str) -> ScenarioURL:
         """A base URL whose path names ``scenario`` (a Scenario or a preset name)."""

@@ -11,3 +11,25 @@ import kit
 def server():
     with kit.FaultServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory):
+    """A CA made at test time (trustme) and its PEM file: (ca, path)."""
+    import trustme
+
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return ca, path
+
+
+@pytest.fixture(scope="module")
+def tls_server(tls_ca):
+    """A FaultServer serving HTTPS with a certificate from ``tls_ca``: a provider stand-in."""
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca[0].issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    with kit.FaultServer(tls=ctx) as srv:
+        yield srv
