@@ -131,9 +131,10 @@ class Recorder:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ConfigError(name, value, "expected seconds > 0" + (" or None" if name == "idle_timeout" else ""))
         if out is not None:
+            from ._folders import check_target
+
             out = Path(out)
-            if out.exists() and not overwrite and (out.is_file() or any(out.iterdir())):
-                raise ConfigError("out", str(out), "exists already; pass overwrite=True to replace it")
+            check_target(out, overwrite=overwrite)  # refuse before recording, not after
         self.host, self._port = host, port
         self.out, self.overwrite = out, overwrite
         self.max_bytes = max_bytes

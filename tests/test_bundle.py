@@ -67,7 +67,11 @@ def test_bundle_json_has_the_provenance(saved, experiment):
     assert doc["run"]["concurrency"] == 10 and doc["run"]["trials_done"] == 20
     assert set(doc["tables"]) == set(TABLES)
     files = {p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()}
-    assert files == {".kit-folder", "bundle.json", *(f"tables/{t}.parquet" for t in TABLES)}  # no pickles, no journal left
+    assert files == {
+        ".kit-folder",
+        "bundle.json",
+        *(f"tables/{t}.parquet" for t in TABLES),
+    }  # no pickles, no journal left
 
 
 def test_existing_path_is_refused(result, saved):

@@ -32,7 +32,9 @@ def snapshot(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def result(server):
-    return Experiment(scenarios=[kit.Scenario(events=2, gap=0.0)], trials=2, seed=1).run(2, server=server, progress=False)
+    return Experiment(scenarios=[kit.Scenario(events=2, gap=0.0)], trials=2, seed=1).run(
+        2, server=server, progress=False
+    )
 
 
 def project(root: Path) -> Path:
@@ -135,7 +137,9 @@ NAMES = st.sampled_from(
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.sets(NAMES, max_size=6), marked=st.booleans(), table_extra=st.booleans())
-def test_overwrite_either_refuses_untouched_or_replaces_only_kit_files(result, tmp_path_factory, names, marked, table_extra):
+def test_overwrite_either_refuses_untouched_or_replaces_only_kit_files(
+    result, tmp_path_factory, names, marked, table_extra
+):
     root = with_sentinels(tmp_path_factory.mktemp("h"))
     target = root / "target"
     target.mkdir()
