@@ -1,4 +1,4 @@
-"""The fault servers running in this process, for joining their logs to client traces.
+"""The fault servers and proxies running in this process, for joining their logs to traces.
 
 A neutral low-level module: servers register here and traces look their logs up here,
 so the trace layer never imports the server layer.
@@ -9,9 +9,17 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["find_server_log", "register", "running_servers", "unregister"]
+__all__ = [
+    "find_proxy_late",
+    "find_server_log",
+    "register",
+    "register_proxy",
+    "running_servers",
+    "unregister",
+]
 
 _SERVERS: weakref.WeakSet[Any] = weakref.WeakSet()
+_PROXIES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def register(server: Any) -> None:
@@ -35,3 +43,20 @@ def find_server_log(request_id: str) -> list[Any]:
         if entries:
             return entries
     return []
+
+
+def register_proxy(proxy: Any) -> None:
+    """Make a proxy's lateness findable (it must have ``request_late(request_id)``).
+
+    A proxy stays findable after it stops, while it exists: its log outlives it.
+    """
+    _PROXIES.add(proxy)
+
+
+def find_proxy_late(request_id: str) -> float | None:
+    """How late a proxy of this process forwarded ``request_id`` against plan (s), if one carried it."""
+    for proxy in list(_PROXIES):
+        late = proxy.request_late(request_id)
+        if late is not None:
+            return late
+    return None

@@ -22,6 +22,7 @@ import httpx
 from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError
+from ._fidelity import LagMonitor
 from ._loop import run_sync
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from ._safejson import loads as safe_json
@@ -125,6 +126,7 @@ async def astream(
         raise ConfigError("url", url, "expected an http:// or https:// URL")
     body = dict(json_body) if json_body is not None else default_body(protocol)
     scenario = getattr(url, "scenario", None)
+    monitor = LagMonitor.for_running_loop()  # the client's own lag while this call is in flight
     trace = Trace(
         url=redact_url(target),
         protocol=protocol,
@@ -158,6 +160,7 @@ async def astream(
             await asyncio.sleep(wait)
     finally:
         trace.end_ns = now_ns()
+        trace.client_lag_s = monitor.lag_between(trace.start_ns)
         if own_client:
             await client.aclose()
     return trace

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from . import _registry
+from ._fidelity import Fidelity, server_lateness
 
 __all__ = [
     "CAUSES",
@@ -124,6 +125,7 @@ class Attempt:
     error: str | None = None
     server_log: list[Any] = field(default_factory=list)
     deadlines: dict[str, float] = field(default_factory=dict)
+    proxy_late_s: float | None = None  # the proxy's latest forward of this request against plan
 
     @property
     def chunks_received(self) -> int:
@@ -166,7 +168,11 @@ class Attempt:
         A server in another process (``FaultServer(isolate=True)``) ships its log a few
         milliseconds late, and a server keeps logging after a client gives up (it
         notices the disconnect later); the log is complete once it has a final entry.
+        The proxy's lateness for this request (if a proxy carried it) is picked up too.
         """
+        late = _registry.find_proxy_late(self.request_id)
+        if late is not None:
+            self.proxy_late_s = late
         if self.server_log_complete:
             return
         entries = _registry.find_server_log(self.request_id)  # same-process servers only
@@ -207,6 +213,7 @@ class Trace:
     policy: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] | None = None
     label: str | None = None
+    client_lag_s: float | None = None  # the most the client's loop ran late during the call
 
     # -- outcome -----------------------------------------------------------------
 
@@ -225,6 +232,24 @@ class Trace:
     def attempt(self) -> Attempt:
         """The last attempt."""
         return self.attempts[-1]
+
+    @property
+    def fidelity(self) -> Fidelity:
+        """The kit's own lateness during this call: server, proxy, client (see :mod:`kit._fidelity`).
+
+        ``trace.fidelity.within()`` says whether the kit added at most the default budget
+        (2 ms) to any timestamp of the call.
+        """
+        server: float | None = None
+        proxy: float | None = None
+        for a in self.attempts:
+            a.refresh_server_log()
+            late = server_lateness(a.server_log)
+            if late is not None:
+                server = late if server is None else max(server, late)
+            if a.proxy_late_s is not None:
+                proxy = max(0.0, a.proxy_late_s) if proxy is None else max(proxy, a.proxy_late_s)
+        return Fidelity(server_late_s=server, proxy_late_s=proxy, client_lag_s=self.client_lag_s)
 
     @property
     def duration(self) -> float:

@@ -118,6 +118,7 @@ class NetworkProxy:
         self._forwards: list[tuple[Any, ...]] = []
         self._overshoot = _Overshoot()
         self._events: list[tuple[Any, ...]] = []
+        self._late: dict[str, int] = {}  # kit request id -> its latest forward against plan (ns)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class NetworkProxy:
         except OSError as exc:
             self._stop_thread()
             raise ServerError(f"cannot listen on {self._listen[0]}:{self._listen[1]}: {exc.strerror or exc}") from None
+        _registry.register_proxy(self)
         return self
 
     def stop(self) -> None:
@@ -200,6 +202,7 @@ class NetworkProxy:
                 raise ServerError(
                     f"cannot listen on {self._listen[0]}:{self._listen[1]}: {exc.strerror or exc}"
                 ) from None
+            _registry.register_proxy(self)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -375,10 +378,20 @@ class NetworkProxy:
         """Every connection's record, open or closed (see :meth:`connections_df`)."""
         return [c.record() for c in list(self._all.values())]
 
+    def request_late(self, request_id: str) -> float | None:
+        """How late (s) the latest forward of request ``request_id`` went out against plan.
+
+        Known for requests sent by a kit client (their ``x-kit-request-id`` header);
+        None for others. The proxy side of ``trace.fidelity``.
+        """
+        late = self._late.get(request_id)
+        return None if late is None else late / 1e9
+
     def clear_log(self) -> None:
         """Forget logged forwards, events and closed connections (ids keep counting)."""
         self._forwards.clear()
         self._events.clear()
+        self._late.clear()
         self._all = {i: c for i, c in list(self._all.items()) if not c.finished}
 
     def forwards_df(self) -> pd.DataFrame:
@@ -388,9 +401,13 @@ class NetworkProxy:
         (``upstream`` client->server, ``downstream`` server->client), ``t_recv_ns``
         (when the proxy read the bytes), ``t_sent_ns`` (when it wrote them; missing if
         dropped), ``nbytes``, ``delay_ns`` (sent - received), ``toxics`` (the names of
-        the toxics that applied, comma-separated), ``hit`` (any applied), ``dropped``.
-        A chunk cut into pieces (slicer, bandwidth, stall) gives one row per piece,
-        all with the chunk's ``t_recv_ns``.
+        the toxics that applied, comma-separated), ``hit`` (any applied), ``dropped``,
+        ``planned_ns`` (when the toxics planned the write: received time plus drawn
+        latency, bandwidth pacing, slicer delays, stall ends; the received time when
+        nothing applied) and ``late_ns`` (sent - planned: the proxy's own lateness,
+        slightly negative when its timer woke a little early). A chunk cut into pieces
+        (slicer, bandwidth, stall) gives one row per piece, all with the chunk's
+        ``t_recv_ns``.
         """
         return _views.forwards_df(list(self._forwards))
 
@@ -419,7 +436,9 @@ class NetworkProxy:
         ``upstream refused``, ``upstream error``, ``reset_peer``, ``timeout``,
         ``limit_data``, ``down``, ``proxy stopped``; missing while open), ``reset`` (the
         proxy sent an RST), ``toxics_hit`` and ``toxics_missed`` (names, comma-separated:
-        which toxics' toxicity roll hit or missed this connection).
+        which toxics' toxicity roll hit or missed this connection), ``requests`` (the
+        ``x-kit-request-id`` of each request it carried, comma-separated: joins a
+        trace's attempts to their connection exactly).
         """
         return _views.connections_df(self.connections())
 

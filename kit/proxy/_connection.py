@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import now_ns
 from ..network import Down, ResetPeer, Timeout, Toxic
+from ._head import Head
 from ._pipe import _EOF, _RST, _Pipe, _Side
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class _Conn:
         self.hits: dict[str, None] = {}  # toxic names whose roll hit
         self.timers: dict[Toxic, asyncio.TimerHandle] = {}
         self.connect_task: asyncio.Task[None] | None = None
+        self.request_id: str | None = None  # the request this connection is carrying now
+        self.requests: list[str] = []  # the kit request ids it carried, in order
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -206,6 +209,22 @@ class _Conn:
         self.event("close", None, self.reason or "closed")
         self.proxy._open.pop(self.id, None)
 
+    # -- what the client's requests say (kit headers; see _head) ---------------------
+
+    def on_head(self, head: Head) -> None:
+        """A request head went by: what follows on this connection belongs to it."""
+        self.request_id = head.request_id
+        if head.request_id is not None:
+            self.requests.append(head.request_id)
+
+    def note_late(self, late_ns: int) -> None:
+        """A forward went out ``late_ns`` after its planned time: keep the request's worst."""
+        rid = self.request_id
+        if rid is not None:
+            worst = self.proxy._late
+            if late_ns > worst.get(rid, -(1 << 62)):
+                worst[rid] = late_ns
+
     # -- logging --------------------------------------------------------------------
 
     def event(self, name: str, direction: str | None, detail: str = "") -> None:
@@ -233,4 +252,5 @@ class _Conn:
             "reset": self.reset_sent,
             "toxics_hit": tuple(self.hits),
             "toxics_missed": tuple(n for n in self.seen if n not in self.hits),
+            "requests": tuple(self.requests),
         }

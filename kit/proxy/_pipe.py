@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .._clock import now_ns
 from ..network import Bandwidth, Latency, LimitData, Loss, Slicer, SlowClose, Stall, Timeout, Toxic
+from ._head import RequestHeads
 
 if TYPE_CHECKING:
     from ._connection import _Conn
@@ -164,6 +165,8 @@ class _Pipe:
         self.stalls: dict[Toxic, int] = {}  # stall toxic -> when it started on this pipe
         self._stalled = False
         self._rngs: dict[str, random.Random] = {}
+        # client -> server bytes name their requests (kit headers): see _head
+        self.heads = RequestHeads() if direction == "upstream" else None
         self._wake: asyncio.Future[bool] | None = None
         self._writable: asyncio.Future[bool] | None = None
 
@@ -172,6 +175,9 @@ class _Pipe:
     def feed(self, data: bytes) -> None:
         t = now_ns()
         n = len(data)
+        if self.heads is not None and not self.heads.done:
+            for head in self.heads.feed(data):
+                self.conn.on_head(head)
         self.received += n
         if self.task is None and not self.active:
             # fast path: nothing applies and nothing is queued ahead of this chunk
@@ -179,7 +185,9 @@ class _Pipe:
             if transport is not None and not self.dst.lost and not transport.is_closing():
                 transport.write(data)
                 self.sent += n
-                self.log.append((self.cid, self.direction, t, now_ns(), n, ()))
+                t_sent = now_ns()
+                self.log.append((self.cid, self.direction, t, t_sent, n, (), t))  # planned: at once
+                self.conn.note_late(t_sent - t)
             else:
                 self._drop(n, t)
             return
@@ -346,7 +354,9 @@ class _Pipe:
                     size = min(size, toxic.after_bytes - self.sent)  # stop exactly at the boundary
             if stalled_until is None or stalled_until > now:
                 self._stalled = True
-                await self._sleep_until(stalled_until)
+                woken = await self._sleep_until(stalled_until)
+                # what follows a stall is planned from its end (or from the change that ended it)
+                ready = max(ready, now_ns() if woken or stalled_until is None else stalled_until)
                 continue  # re-plan: the stall may have ended or been removed
             if self._stalled:
                 self._stalled = False
@@ -361,13 +371,15 @@ class _Pipe:
                 continue  # toxics changed mid-wait: re-plan this piece
             if self.dst.write_paused:
                 await self._wait_writable()
+                ready = max(ready, now_ns())  # the destination held us back, not the plan
                 continue
             self.dst.transport.write(view[offset : offset + size])  # type: ignore[union-attr]
             t_sent = now_ns()
             offset += size
             slice_left -= size
             self.sent += size
-            self.log.append((self.cid, self.direction, item.t_recv, t_sent, size, self.names))
+            self.log.append((self.cid, self.direction, item.t_recv, t_sent, size, self.names, target))
+            self.conn.note_late(t_sent - target)
             if rate:
                 self.link_free = target
             ready = target
@@ -450,4 +462,4 @@ class _Pipe:
 
     def _drop(self, n: int, t_recv: int) -> None:
         self.dropped += n
-        self.log.append((self.cid, self.direction, t_recv, None, n, self.names))
+        self.log.append((self.cid, self.direction, t_recv, None, n, self.names, None))

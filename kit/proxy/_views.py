@@ -14,7 +14,20 @@ if TYPE_CHECKING:
 
 __all__ = ["CONNECTION_COLUMNS", "EVENT_COLUMNS", "FORWARD_COLUMNS"]
 
-FORWARD_COLUMNS = ("conn", "direction", "t_recv_ns", "t_sent_ns", "nbytes", "delay_ns", "toxics", "hit", "dropped")
+FORWARD_COLUMNS = (
+    "conn",
+    "direction",
+    "t_recv_ns",
+    "t_sent_ns",
+    "nbytes",
+    "delay_ns",
+    "toxics",
+    "hit",
+    "dropped",
+    "planned_ns",
+    "late_ns",
+)
+_FORWARD_TUPLE = ("conn", "direction", "t_recv_ns", "t_sent_ns", "nbytes", "toxics", "planned_ns")
 EVENT_COLUMNS = ("t_ns", "conn", "event", "direction", "detail")
 CONNECTION_COLUMNS = (
     "conn",
@@ -34,13 +47,14 @@ CONNECTION_COLUMNS = (
     "reset",
     "toxics_hit",
     "toxics_missed",
+    "requests",
 )
 
 
 def log_rows(events: Iterable[tuple[Any, ...]], forwards: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
     """Events and forwards as one list of dicts in time order (see ``NetworkProxy.log``)."""
     rows = [{"type": "event", **dict(zip(EVENT_COLUMNS, e, strict=True))} for e in events]
-    for conn, direction, t_recv, t_sent, nbytes, toxics in forwards:
+    for conn, direction, t_recv, t_sent, nbytes, toxics, planned in forwards:
         rows.append(
             {
                 "type": "forward",
@@ -54,6 +68,8 @@ def log_rows(events: Iterable[tuple[Any, ...]], forwards: Iterable[tuple[Any, ..
                 "toxics": toxics,
                 "hit": bool(toxics),
                 "dropped": t_sent is None,
+                "planned_ns": planned,
+                "late_ns": None if t_sent is None else t_sent - planned,
             }
         )
     rows.sort(key=lambda r: r["t_ns"])
@@ -64,8 +80,10 @@ def forwards_df(forwards: Iterable[tuple[Any, ...]]) -> pd.DataFrame:
     """One row per forward (``NetworkProxy.forwards_df`` documents the columns)."""
     import pandas as pd
 
-    df = pd.DataFrame(list(forwards), columns=["conn", "direction", "t_recv_ns", "t_sent_ns", "nbytes", "toxics"])
+    df = pd.DataFrame(list(forwards), columns=list(_FORWARD_TUPLE))
     df["t_sent_ns"] = df["t_sent_ns"].astype("Int64")
+    df["planned_ns"] = df["planned_ns"].astype("Int64")
+    df["late_ns"] = df["t_sent_ns"] - df["planned_ns"]
     df["delay_ns"] = df["t_sent_ns"] - df["t_recv_ns"].astype("Int64")
     df["hit"] = df["toxics"].map(bool).astype(bool)
     df["toxics"] = df["toxics"].map(",".join).astype(str)
@@ -87,6 +105,6 @@ def connections_df(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(list(records), columns=list(CONNECTION_COLUMNS))
     for column in ("t_open_ns", "t_upstream_ns", "t_close_ns"):
         df[column] = df[column].astype("Int64")
-    for column in ("toxics_hit", "toxics_missed"):
+    for column in ("toxics_hit", "toxics_missed", "requests"):
         df[column] = df[column].map(",".join).astype(str)
     return df
