@@ -7,8 +7,9 @@ stylesheet is fetched from the network, so it opens offline from a mail attachme
     kit export notebooks/05_postmortem_no_chunks.ipynb -o postmortem.html
 
 Charts become images because the kernel runs with ``KIT_CHARTS_RENDERER=png``, which
-:func:`kit.charts.enable_offline` honours. Interactive widgets (notebook 00) have no
-static form; their text fallback is shown.
+:func:`kit.charts.enable_offline` honours (a first cell calling it runs, and is left out
+of the page, so a notebook that never calls it exports the same way). Interactive
+widgets (notebook 00) have no static form; their text fallback is shown.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def _env(**values: str) -> Iterator[None]:
 # remote scripts nbconvert's template links (require.js, MathJax): dropped, the page needs none
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", re.I)
 _REMOTE_LINK = re.compile(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*/?>", re.I)
+
+
+_SETUP = "import kit.charts\nkit.charts.enable_offline()"
 
 
 def to_html(nb: object, *, title: str | None = None) -> str:
@@ -90,6 +94,7 @@ def export(
         cell = nbformat.v4.new_code_cell(parameters, metadata={"tags": ["injected-parameters"]})
         nb.cells.insert(idx + 1, cell)
     if execute:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(_SETUP, metadata={"tags": ["kit-export-setup"]}))
         kernel = (nb.metadata.get("kernelspec") or {}).get("name") or "python3"
         client = NotebookClient(
             nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(src.parent.resolve())}}
@@ -99,6 +104,7 @@ def export(
                 client.execute()
         except CellExecutionError as exc:
             raise ExportError(f"{src}: a cell failed while executing for export:\n{str(exc)[-2000:]}") from None
+        nb.cells.pop(0)
     title = next(
         (
             c.source.lstrip("# ").splitlines()[0]

@@ -33,6 +33,7 @@ import pandas as pd
 
 from . import charts
 from ._errors import ConfigError
+from .charts._common import _label
 from .client import astream
 from .policy import Policy
 from .scenarios import Close, ErrorEvent, Malformed, NoTerminator, Reset, Scenario, Stall, TruncatedChunk
@@ -685,16 +686,16 @@ class SweepPanel(w.VBox):
 
     def _first_cell(self) -> tuple[str, str]:
         tr = self.result.trials
-        x = charts._label(tr[self.x.value].iloc[0])
-        y = charts._label(tr[self.y.value].iloc[0]) if self.y.value != self.x.value else "all"
+        x = _label(tr[self.x.value].iloc[0])
+        y = _label(tr[self.y.value].iloc[0]) if self.y.value != self.x.value else "all"
         return x, y
 
     def cell_trials(self, x: str, y: str) -> pd.DataFrame:
         """The trials of the cell whose axis labels are ``x`` and ``y`` (as on the heatmap)."""
         tr = self.result.trials
-        mask = tr[self.x.value].astype("object").map(charts._label) == x
+        mask = tr[self.x.value].astype("object").map(_label) == x
         if self.y.value != self.x.value:
-            mask &= tr[self.y.value].astype("object").map(charts._label) == y
+            mask &= tr[self.y.value].astype("object").map(_label) == y
         return tr[mask]
 
     def show_cell(self, x: str, y: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
@@ -263,6 +262,13 @@ def test_save_writes_a_static_image(traces, tmp_path, suffix):
         kc.save(kc.timeline(traces["ok"]), tmp_path / "x.gif")
 
 
-def test_plain_import_keeps_the_default_renderer():
-    # outside a kernel the module must not switch renderers (scripts, pytest)
-    assert alt.renderers.active != "jupyter" or kc._in_kernel()
+def test_import_changes_no_renderer_and_enable_offline_does():
+    import subprocess
+    import sys
+
+    code = (
+        "import altair as alt; import kit.charts as kc; a = alt.renderers.active; "
+        "kc.enable_offline(); print(a, alt.renderers.active)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["default", "jupyter"]
