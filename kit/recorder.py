@@ -45,7 +45,7 @@ from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
-from ._redact import redact_headers, redact_text, redact_url
+from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from .client import ERROR_BODY_LIMIT, _BodyReader, _framing, _ssl_context, _status_message
 from .server import _reset, _watch_disconnect
 from .trace import Attempt, Outcome, Trace
@@ -337,11 +337,12 @@ class Recorder:
         url = self.upstream + (target if target.startswith("/") else "/" + target)
         rid = uuid.uuid4().hex[:16]
         a = RecordedAttempt(index=1, request_id=rid, method=method, url=redact_url(url), start_ns=t0, protocol="raw")
+        secrets = secret_values(in_headers, url) + secret_values(url=self.upstream)
         a.request = {
             "method": method,
             "target": redact_url(target),
             "headers": list(redact_headers(in_headers).items()),
-            "body": redact_text(body[:REQUEST_BODY_KEPT].decode("utf-8", "replace")),
+            "body": scrub(body[:REQUEST_BODY_KEPT].decode("utf-8", "replace"), secrets),
             "body_bytes": len(body),
         }
         trace = Trace(url=a.url, protocol="raw", start_ns=t0, attempts=[a], label=f"{method} {target.split('?')[0]}")
@@ -370,6 +371,7 @@ class Recorder:
         finally:
             a.end_ns = a.end_ns or now_ns()
             trace.end_ns = a.end_ns
+            _scrub_recorded(a, secrets)
             self._traces.append(trace)
             if self.on_call is not None:
                 with contextlib.suppress(Exception):
@@ -520,6 +522,31 @@ async def _error(writer: asyncio.StreamWriter, status: int, message: str) -> Non
     with contextlib.suppress(ConnectionError):
         writer.write((head + "connection: close\r\n\r\n").encode() + body)
         await writer.drain()
+
+
+def _scrub_recorded(a: RecordedAttempt, secrets: tuple[str, ...]) -> None:
+    """The request's own secrets out of what upstream echoed: message, headers, and body bytes.
+
+    In the body each echoed secret is masked with ``*`` of the same length, so the byte
+    counts, chunk boundaries and event sizes the replay reproduces stay as recorded.
+    """
+    from .client import _scrub_attempt
+
+    _scrub_attempt(a, secrets)
+    if not secrets:
+        return
+    a.header_list = [(k, scrub(v, secrets)) for k, v in a.header_list]
+    body = b"".join(a.chunk_data)
+    masked = body
+    for value in secrets:
+        raw = value.encode("utf-8", "replace")
+        masked = masked.replace(raw, b"*" * len(raw))
+    if masked != body:
+        out, i = [], 0
+        for c in a.chunk_data:
+            out.append(masked[i : i + len(c)])
+            i += len(c)
+        a.chunk_data = out
 
 
 def _har_detail(entry: dict[str, Any], a: Any) -> None:

@@ -61,6 +61,13 @@ def test_planted_secrets_never_reach_any_output(tls_server, tls_ca, tmp_path):
             )
             assert r.status_code == 200 and b"message_stop" in r.content
     out = rec.save(tmp_path / "rec")
+    # an upstream that echoes the key: masked in the recorded bytes, same length (replay stays exact)
+    echo = kit.Scenario(events=2, faults=(kit.ErrorEvent(after=3, message=f"bad key {SECRET}"),), name="echo")
+    with kit.Recorder(tls_server.url_for(echo), ca=tls_ca[1]) as rec2:
+        kit.stream(kit.ScenarioURL(rec2.url, echo), headers={"x-api-key": SECRET})
+    echoed = rec2.traces[0].attempt
+    assert b"*" * len(SECRET) in b"".join(echoed.chunk_data) and SECRET not in repr(echoed.outcome)
+    assert sum(len(c) for c in echoed.chunk_data) == echoed.bytes_received
     texts = [repr(rec.traces), repr(rec.traces[0].attempt.request), repr(rec.result().meta)]
     texts += [p.read_bytes().decode("latin-1") for p in Path(out).rglob("*") if p.is_file()]
     for text in texts:
