@@ -15,7 +15,8 @@ notebook so charts render without internet.
 
 Modules by family: ``_timeline`` (timeline, attempts Gantt, cumulative bytes),
 ``_distributions`` (gaps, latency ECDFs), ``_grid`` (outcome heatmap), ``_vantage``
-(three vantage points), ``_output`` (save, offline renderer); ``_common`` holds what
+(three vantage points), ``_replay`` (a recording and its replay), ``_output`` (save,
+offline renderer); ``_common`` holds what
 they share and ``_tables`` turns any input into tidy tables.
 """
 
@@ -25,6 +26,7 @@ from ._common import CAUSE_COLORS, MAX_ROWS
 from ._distributions import first_chunk_ecdf, gaps, latency_ecdf, ttfb_ecdf
 from ._grid import grid_axes, outcome_heatmap
 from ._output import enable_offline, save
+from ._replay import replay_comparison
 from ._timeline import attempts_gantt, cumulative_bytes, timeline
 from ._vantage import vantage_points
 
@@ -39,6 +41,7 @@ __all__ = [
     "grid_axes",
     "latency_ecdf",
     "outcome_heatmap",
+    "replay_comparison",
     "save",
     "timeline",
     "ttfb_ecdf",
