@@ -10,6 +10,7 @@ whether the body bytes and the SSE events are identical.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,24 +23,52 @@ __all__ = ["COLUMNS", "fidelity", "table"]
 COLUMNS = ["seq", "bytes", "recorded_s", "replayed_s", "error_s", "recorded_gap_s", "replayed_gap_s", "gap_error_s"]
 
 
-def _last(trace: Any, name: str) -> Any:
-    attempts = getattr(trace, "attempts", None)
+@dataclass
+class _Side:
+    times: np.ndarray  # s after the response headers, per chunk
+    sizes: np.ndarray
+    data: list[bytes] | None
+    events: list[tuple[str, int]]
+
+
+def _side(x: Any, name: str) -> _Side:
+    """Chunk times, sizes, bytes (if kept) and events of a Trace's last attempt or a replay Scenario."""
+    replay = getattr(x, "replay", None)
+    if replay is not None:  # what the recording says the replay should do (at its speed)
+        from .protocols import SSEParser
+
+        events = [(e.event, e.size) for e in SSEParser().feed(replay.body)] if replay.event_ends() else []
+        return _Side(
+            np.asarray(replay.times, dtype="float64") / replay.speed,
+            np.asarray([len(c) for c in replay.chunks], dtype="int64"),
+            list(replay.chunks),
+            events,
+        )
+    attempts = getattr(x, "attempts", None)
     if not attempts:
-        raise ConfigError(name, repr(trace), "a Trace with at least one attempt")
+        raise ConfigError(name, repr(x), "a Trace with at least one attempt, or a replay Scenario (from_trace)")
     a = attempts[-1]
     if a.headers_ns is None:
-        raise ConfigError(name, repr(trace), "a call that got response headers")
-    return a
+        raise ConfigError(name, repr(x), "a call that got response headers")
+    return _Side(
+        (np.asarray(a.chunk_t, dtype="int64") - a.headers_ns) / 1e9,
+        np.asarray(a.chunk_size, dtype="int64"),
+        getattr(a, "chunk_data", None),
+        list(zip(a.event_type, a.event_size, strict=True)),
+    )
 
 
 def table(recorded: Any, replayed: Any) -> pd.DataFrame:
     """One row per recorded chunk: cumulative ``bytes``, arrival in each (s after the
-    response headers), the difference, and the gap before it in each and their difference."""
-    a, b = _last(recorded, "recorded"), _last(replayed, "replayed")
-    rec_t = (np.asarray(a.chunk_t, dtype="int64") - a.headers_ns) / 1e9
-    rec_cum = np.cumsum(np.asarray(a.chunk_size, dtype="int64"))
-    rep_t = (np.asarray(b.chunk_t, dtype="int64") - b.headers_ns) / 1e9
-    rep_cum = np.cumsum(np.asarray(b.chunk_size, dtype="int64"))
+    response headers), the difference, and the gap before it in each and their difference.
+
+    ``recorded``: a recorded Trace, or the replay Scenario built from it
+    (:meth:`kit.Scenario.from_trace`, so a saved recording alone is enough);
+    ``replayed``: the trace of a call against the replay.
+    """
+    a, b = _side(recorded, "recorded"), _side(replayed, "replayed")
+    rec_t, rec_cum = a.times, np.cumsum(a.sizes)
+    rep_t, rep_cum = b.times, np.cumsum(b.sizes)
     idx = np.searchsorted(rep_cum, rec_cum, side="left")  # first replayed read that reached the offset
     have = idx < len(rep_t)
     replayed_s = np.where(have, rep_t[np.minimum(idx, max(len(rep_t) - 1, 0))] if len(rep_t) else np.nan, np.nan)
@@ -64,14 +93,13 @@ def fidelity(recorded: Any, replayed: Any) -> dict[str, Any]:
     (``error_p50_s``, ``error_p99_s``, ``error_max_s``: absolute, after the headers) and
     gap error (``gap_error_p50_s``, ``gap_error_p99_s``, ``gap_error_max_s``: absolute,
     between consecutive recorded chunks)."""
-    a, b = _last(recorded, "recorded"), _last(replayed, "replayed")
+    a, b = _side(recorded, "recorded"), _side(replayed, "replayed")
     df = table(recorded, replayed)
-    da, db = getattr(a, "chunk_data", None), getattr(b, "chunk_data", None)
-    if da is not None and db is not None:
-        same_bytes, compared = b"".join(da) == b"".join(db), "content"
+    if a.data is not None and b.data is not None:
+        same_bytes, compared = b"".join(a.data) == b"".join(b.data), "content"
     else:
-        same_bytes, compared = a.bytes_received == b.bytes_received, "count"
-    same_events = list(a.event_type) == list(b.event_type) and list(a.event_size) == list(b.event_size)
+        same_bytes, compared = int(a.sizes.sum()) == int(b.sizes.sum()), "count"
+    same_events = a.events == b.events
     err = df["error_s"].abs().dropna().to_numpy()
     gap = df["gap_error_s"].abs().dropna().to_numpy()
 
