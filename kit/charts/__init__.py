@@ -16,8 +16,8 @@ notebook so charts render without internet.
 Modules by family: ``_timeline`` (timeline, attempts Gantt, cumulative bytes),
 ``_distributions`` (gaps, latency ECDFs), ``_grid`` (outcome heatmap), ``_vantage``
 (three vantage points), ``_replay`` (a recording and its replay), ``_output`` (save,
-offline renderer); ``_common`` holds what
-they share and ``_tables`` turns any input into tidy tables.
+offline renderer); ``_common`` holds what they share and ``_tables`` turns any input
+into tidy tables.
 """
 
 from __future__ import annotations
