@@ -29,6 +29,8 @@ _ENDS = {
     "reset": "reset (RST)",
     "truncate": "closed inside a chunk",
     "client_closed": "the client went away first",
+    "not_found": "no such scenario",
+    "rejected": "rejected",
 }
 
 
@@ -57,7 +59,7 @@ def format_request(info: dict[str, Any], start_ns: int) -> str:
     return (
         f"[{(info.get('t_ns', start_ns) - start_ns) / 1e9:9.3f}s] {info.get('method', '?')} {info.get('path', '?')}  "
         f"scenario={info.get('scenario')} attempt={info.get('attempt')} status={info.get('status')}  "
-        f"{_ENDS.get(end, end)}"
+        f"{_ENDS.get(end, end)}" + (f": {info['reason']}" if info.get("reason") and end == "rejected" else "")
     )
 
 

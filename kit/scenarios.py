@@ -52,7 +52,22 @@ Framing = Literal["chunked", "length", "close"]
 FRAMINGS = ("chunked", "length", "close")
 
 
-def _number(field_name: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> Any:
+# Bounds on every scenario parameter: a server plans and serves whatever a scenario
+# asks, so an unbounded value would freeze or exhaust it (planning 10**7 events, pinging
+# every microsecond, a 10 GB event). Each bound is far above any real API's behaviour.
+MAX_SECONDS = 86_400.0  # delays, stalls, gaps, retry-after: at most a day
+MAX_EVENTS = 100_000  # events per stream (a long LLM answer has a few thousand)
+MAX_EVENT_SIZE = 16 * 1024 * 1024  # bytes of one event's text (the client's default event cap)
+MAX_BODY_BYTES = 64 * 1024 * 1024  # events x event_size, and a hostile body's size
+MIN_PING_EVERY = 0.001  # seconds between pings
+MAX_LOGNORMAL_SIGMA = 10.0
+MIN_PARETO_ALPHA = 0.1
+MAX_ATTEMPTS = 100  # per-attempt scenarios
+
+
+def _number(
+    field_name: str, value: Any, *, minimum: float = 0.0, maximum: float = MAX_SECONDS, allow_none: bool = False
+) -> Any:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -63,12 +78,16 @@ def _number(field_name: str, value: Any, *, minimum: float = 0.0, allow_none: bo
         raise ConfigError(field_name, value, f"must be >= {minimum:g}")
     if math.isinf(value):
         raise ConfigError(field_name, value, "must be finite (use None for 'forever')")
+    if value > maximum:
+        raise ConfigError(field_name, value, f"must be in [{minimum:g}, {maximum:g}]")
     return value
 
 
-def _count(field_name: str, value: Any) -> int:
+def _count(field_name: str, value: Any, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(field_name, value, "expected a whole number >= 0")
+    if maximum is not None and value > maximum:
+        raise ConfigError(field_name, value, f"expected a whole number in [0, {maximum:,}]")
     return value
 
 
@@ -115,18 +134,19 @@ class Gap:
             )
         if self.dist == "replay":
             values = tuple(got["values"])
-            if not values:
-                raise ConfigError("gap.replay.values", values, "expected at least one gap")
+            if not values or len(values) > MAX_EVENTS:
+                raise ConfigError("gap.replay.values", len(values), f"expected [1, {MAX_EVENTS:,}] gaps")
             for v in values:
                 _number("gap.replay.values", v)
             object.__setattr__(self, "params", (("values", values),))
             return
         for name in need:
-            _number(f"gap.{self.dist}.{name}", got[name])
+            maximum = MAX_LOGNORMAL_SIGMA if (self.dist, name) == ("lognormal", "sigma") else MAX_SECONDS
+            _number(f"gap.{self.dist}.{name}", got[name], maximum=maximum)
         if self.dist == "uniform" and got["low"] > got["high"]:
             raise ConfigError("gap.uniform", got, "low must be <= high")
-        if self.dist == "pareto" and got["alpha"] <= 0:
-            raise ConfigError("gap.pareto.alpha", got["alpha"], "must be > 0")
+        if self.dist == "pareto" and got["alpha"] < MIN_PARETO_ALPHA:
+            raise ConfigError("gap.pareto.alpha", got["alpha"], f"must be in [{MIN_PARETO_ALPHA:g}, {MAX_SECONDS:g}]")
         object.__setattr__(self, "params", tuple((p, got[p]) for p in need))
 
     @classmethod
@@ -154,7 +174,10 @@ class Gap:
         return cls("replay", (("values", tuple(values)),))
 
     def sample(self, rng: random.Random, n: int) -> list[float]:
-        """``n`` gaps drawn from ``rng``."""
+        """``n`` gaps drawn from ``rng`` (each at most ``MAX_SECONDS``: heavy tails stay finite)."""
+        return [min(g, MAX_SECONDS) for g in self._draw(rng, n)]
+
+    def _draw(self, rng: random.Random, n: int) -> list[float]:
         p = dict(self.params)
         if self.dist == "constant":
             return [p["value"]] * n
@@ -297,7 +320,7 @@ class HttpStatus(Fault):
         if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599:
             raise ConfigError("http_status.status", self.status, "expected an HTTP status code 100-599")
         _number("http_status.retry_after", self.retry_after, allow_none=True)
-        _number("http_status.retry_after_ms", self.retry_after_ms, allow_none=True)
+        _number("http_status.retry_after_ms", self.retry_after_ms, allow_none=True, maximum=MAX_SECONDS * 1000)
         object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in dict(self.headers).items()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -356,8 +379,8 @@ class Hostile(Fault):
         super().__post_init__()
         if self.what not in HOSTILE_KINDS:
             raise ConfigError.unknown("hostile.what", self.what, HOSTILE_KINDS)
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ConfigError("hostile.size", self.size, "expected a whole number of bytes >= 1")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_BODY_BYTES:
+            raise ConfigError("hostile.size", self.size, f"expected a whole number of bytes in [1, {MAX_BODY_BYTES:,}]")
 
 
 FAULT_KINDS: dict[str, type[Fault]] = {
@@ -435,13 +458,19 @@ class Scenario:
                 raise ConfigError("replay", type(self.replay).__name__, "expected a kit.replay.Replay (from_trace)")
         if self.protocol not in PROTOCOLS:
             raise ConfigError.unknown("protocol", self.protocol, PROTOCOLS)
-        _count("events", self.events)
+        _count("events", self.events, MAX_EVENTS)
         if self.event_size is not None:
-            _count("event_size", self.event_size)
+            _count("event_size", self.event_size, MAX_EVENT_SIZE)
+            if self.events * self.event_size > MAX_BODY_BYTES:
+                raise ConfigError(
+                    "event_size",
+                    self.event_size,
+                    f"events x event_size must be <= {MAX_BODY_BYTES:,} bytes ({self.events} events here)",
+                )
         _number("headers_delay", self.headers_delay)
         _number("first_byte_delay", self.first_byte_delay)
-        if self.ping_every is not None and _number("ping_every", self.ping_every) <= 0:
-            raise ConfigError("ping_every", self.ping_every, "must be > 0 seconds (or None)")
+        if self.ping_every is not None:
+            _number("ping_every", self.ping_every, minimum=MIN_PING_EVERY)
         if self.framing not in FRAMINGS:
             raise ConfigError.unknown("framing", self.framing, FRAMINGS)
         object.__setattr__(self, "gap", Gap.from_value(self.gap))
@@ -451,6 +480,8 @@ class Scenario:
                 raise ConfigError("faults", f, "expected fault objects such as kit.Close(after=3)")
         object.__setattr__(self, "faults", faults)
         object.__setattr__(self, "attempts", tuple(self.attempts))
+        if len(self.attempts) > MAX_ATTEMPTS:
+            raise ConfigError("attempts", len(self.attempts), f"expected at most {MAX_ATTEMPTS} per-attempt scenarios")
         for a in self.attempts:
             if not isinstance(a, Scenario):
                 raise ConfigError("attempts", a, "expected Scenario objects")

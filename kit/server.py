@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -38,8 +39,9 @@ from ._isolated import IsolatedServer
 from ._loop import LoopThread
 from ._redact import redact_text
 from ._rerun import replace_previous
+from ._safejson import loads as safe_json
 from ._schedule import Response, build_response
-from .scenarios import PRESETS, Scenario
+from .scenarios import PRESETS, Plan, Scenario
 
 __all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry"]
 
@@ -338,7 +340,7 @@ class FaultServer:
                 return
             leftover = conn.trailing_data[0]
             keep = await self._respond(conn_id, request, body, received_ns, reader, writer)
-            if not keep:
+            if not keep or request.http_version < b"1.1":  # HTTP/1.0: one response, then close
                 return
 
     async def _read_request(
@@ -372,7 +374,16 @@ class FaultServer:
         message = redact_text(message)  # h11 quotes the bad line, which may hold a key
         _logger.info("connection %d rejected with %d: %s", conn_id, status, message)
         self._record_request(
-            {"request_id": None, "connection": conn_id, "status": status, "end": "rejected", "reason": message}
+            {
+                "request_id": None,
+                "connection": conn_id,
+                "method": "-",  # the request line could not be read
+                "path": "-",
+                "status": status,
+                "end": "rejected",
+                "reason": message,
+                "t_ns": now_ns(),
+            }
         )
         body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
         head = (
@@ -418,40 +429,30 @@ class FaultServer:
             known = sorted(self.scenarios())
             # the path only: a query may hold a key, and an error body is stored by clients
             what = f"unknown scenario {token!r}" if token else f"no scenario in path {target.split('?', 1)[0]!r}"
+            message = f"{what}; use a path /s/<scenario>/... with one of: {', '.join(known)}"
+            self._record_request(_refused(conn_id, request, headers, token, 404, "not_found", message, received_ns))
+            error = {"type": "not_found_error", "message": message, "known_scenarios": known}
+            await self._json(writer, 404, {"type": "error", "error": error})
+            return True
+        problem = _bad_request(headers, body)
+        if problem:
+            self._record_request(_refused(conn_id, request, headers, token, 400, "rejected", problem, received_ns))
             await self._json(
-                writer,
-                404,
-                {
-                    "type": "error",
-                    "error": {
-                        "type": "not_found_error",
-                        "message": f"{what}; use a path /s/<scenario>/... with one of: {', '.join(known)}",
-                        "known_scenarios": known,
-                    },
-                },
+                writer, 400, {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}
             )
             return True
         payload: Any = None
         if body and "json" in headers.get("content-type", "json"):
-            try:
-                payload = json.loads(body)
-            except ValueError as exc:
-                await self._json(
-                    writer,
-                    400,
-                    {
-                        "type": "error",
-                        "error": {"type": "invalid_request_error", "message": f"request body is not valid JSON: {exc}"},
-                    },
-                )
-                return True
+            payload = safe_json(body)  # checked by _bad_request
 
         request_id = headers.get("x-kit-request-id") or f"srv-{next(self._req_ids)}"
         trial = headers.get("x-kit-trial", "")
         attempt = self._attempt_number(token, trial, headers)
-        plan = scenario.plan(attempt, key=trial)
+        plan = await _plan(scenario, attempt, trial)
         api_id = shape(plan.scenario.protocol).request_id(f"{request_id}:{attempt}:{next(self._req_ids)}")
         response = build_response(plan, request_id=api_id, stream=_wants_stream(payload))
+        if request.http_version < b"1.1":
+            response = _http10(response)
         info = {
             "request_id": request_id,
             "scenario": token,
@@ -486,10 +487,10 @@ class FaultServer:
         return info["end"] == "end" and response.framing != "close"
 
     def _attempt_number(self, token: str, trial: str, headers: dict[str, str]) -> int:
-        for name, offset in (("x-kit-attempt", 0), ("x-stainless-retry-count", 1)):
+        for name, offset in ATTEMPT_HEADERS:
             value = headers.get(name)
-            if value is not None and value.isdigit():
-                return int(value) + offset
+            if value is not None:
+                return int(value) + offset  # checked by _bad_request
         key = f"{token}\0{trial}"
         with self._lock:
             self._attempts[key] = self._attempts.get(key, 0) + 1
@@ -651,6 +652,69 @@ class _Logger:
         self._append(entry)
         self._append_request(entry)
         self._seq += 1
+
+
+ATTEMPT_HEADERS = (("x-kit-attempt", 0), ("x-stainless-retry-count", 1))  # header, offset to a 1-based attempt
+MAX_ATTEMPT = 1_000_000
+
+
+def _bad_request(headers: dict[str, str], body: bytes) -> str | None:
+    """Why a request cannot be served (a 400), or None: attempt headers and the JSON body are checked."""
+    for name, offset in ATTEMPT_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        v = value.strip()
+        if not (v.isascii() and v.isdigit() and len(v) <= 7 and 1 <= int(v) + offset <= MAX_ATTEMPT):
+            shown = v if len(v) <= 20 else v[:20] + "..."
+            return f"{name}={shown!r} is not valid: expected a whole number {1 - offset}..{MAX_ATTEMPT - offset}"
+    if body and "json" in headers.get("content-type", "json"):
+        try:
+            safe_json(body)
+        except ValueError as exc:
+            return f"request body is not valid JSON: {exc}"
+    return None
+
+
+def _refused(
+    conn_id: int,
+    request: h11.Request,
+    headers: dict[str, str],
+    token: str | None,
+    status: int,
+    end: str,
+    reason: str,
+    t_ns: int,
+) -> dict[str, Any]:
+    """A ``requests`` entry for a request answered with an error (logged like any request)."""
+    return {
+        "request_id": headers.get("x-kit-request-id"),
+        "connection": conn_id,
+        "scenario": token,
+        "method": request.method.decode("latin-1"),
+        "path": request.target.decode("latin-1").split("?", 1)[0],
+        "status": status,
+        "end": end,
+        "reason": reason,
+        "t_ns": t_ns,
+    }
+
+
+def _http10(response: Response) -> Response:
+    """An HTTP/1.0 client gets no chunked encoding: the body is close-delimited (or keeps its length)."""
+    headers = [(k, v) for k, v in response.headers if k.lower() not in ("transfer-encoding", "connection")]
+    framing = "length" if response.framing == "length" else "close"
+    return dataclasses.replace(response, headers=[*headers, ("connection", "close")], framing=framing)
+
+
+INLINE_PLAN_EVENTS = 2_000  # planning more events than this runs off the loop (it takes ~0.1 ms per event)
+
+
+async def _plan(scenario: Scenario, attempt: int, trial: str) -> Plan:
+    """Plan one attempt; a big plan is made in a worker thread so it never blocks the loop."""
+    if scenario.for_attempt(attempt, trial).events <= INLINE_PLAN_EVENTS:
+        return scenario.plan(attempt, key=trial)
+    return await asyncio.to_thread(scenario.plan, attempt, trial)
 
 
 def _entry_row(e: ServerLogEntry) -> dict[str, Any]:

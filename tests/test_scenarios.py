@@ -90,3 +90,67 @@ def test_fault_probability_is_seeded():
     rolls = [bool(sc.for_attempt(1, key=str(i)).faults) for i in range(200)]
     assert rolls == [bool(sc.for_attempt(1, key=str(i)).faults) for i in range(200)]
     assert 60 < sum(rolls) < 140
+
+
+# ------------------------------------------- issue 14 item 7: every parameter is bounded
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kit.scenarios import MAX_EVENTS, MAX_SECONDS  # noqa: E402
+
+UNBOUNDED = [
+    ("events", lambda: kit.Scenario(events=10**7)),
+    ("event_size", lambda: kit.Scenario(events=10, event_size=10**10)),
+    ("event_size", lambda: kit.Scenario(events=MAX_EVENTS, event_size=4096)),
+    ("ping_every", lambda: kit.Scenario(ping_every=1e-6)),
+    ("headers_delay", lambda: kit.Scenario(headers_delay=1e300)),
+    ("first_byte_delay", lambda: kit.Scenario(first_byte_delay=1e12)),
+    ("gap.lognormal.sigma", lambda: kit.Scenario(gap=kit.Gap.lognormal(0.01, 1e6))),
+    ("gap.pareto.alpha", lambda: kit.Scenario(gap=kit.Gap.pareto(0.01, 1e-9))),
+    ("gap.constant.value", lambda: kit.Scenario(gap=kit.Gap.constant(1e300))),
+    ("stall.duration", lambda: kit.Stall(after=1, duration=1e300)),
+    ("hostile.size", lambda: kit.Hostile(what="huge_event", size=10**12)),
+    ("gap.replay.values", lambda: kit.Gap.replay([0.0] * (MAX_EVENTS + 1))),
+]
+
+
+@pytest.mark.parametrize(("field", "make"), UNBOUNDED, ids=[f for f, _ in UNBOUNDED])
+def test_unbounded_parameters_are_a_config_error_naming_field_and_range(field, make):
+    with pytest.raises(kit.ConfigError) as info:
+        make()
+    assert info.value.field == field
+    assert any(ch in info.value.allowed for ch in "[<=")  # the allowed range is named
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    median=st.floats(0, MAX_SECONDS),
+    sigma=st.floats(0, 10),
+    scale=st.floats(0, MAX_SECONDS),
+    alpha=st.floats(0.1, MAX_SECONDS),
+)
+def test_any_allowed_gap_samples_finite_values_without_error(median, sigma, scale, alpha):
+    import random
+
+    for gap in (kit.Gap.lognormal(median, sigma), kit.Gap.pareto(scale, alpha)):
+        values = gap.sample(random.Random(1), 50)
+        assert all(0 <= v <= MAX_SECONDS for v in values)
+
+
+def test_toml_and_bundle_rerun_refuse_unbounded_scenarios(tmp_path, capsys):
+    import json
+
+    from kit.cli import main
+
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text("trials = 1\nscenarios = [{events = 10000000}]\n")
+    assert main(["run", str(cfg), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "events=10000000" in err and "[0, 100,000]" in err and not (tmp_path / "out").exists()
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    doc = {"format": "kit.bundle", "schema_version": 1, "tables": {}, "experiment": {"scenarios": [{"events": 10**7}]}}
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(kit.BundleError, match=r"events=10000000.*\[0, 100,000\]"):
+        kit.rerun(bundle, progress=False)

@@ -6,6 +6,7 @@ import json
 import resource
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -199,3 +200,99 @@ def test_a_thousand_idle_connections_do_not_disturb_a_stream():
         finally:
             for s in idle:
                 s.close()
+
+
+# ------------------------------------------- issue 14 items 7-9: hostile requests and scenarios
+
+
+def _exchange(server, raw: bytes, timeout: float = 10.0, until_close: bool = False) -> bytes:
+    """Send ``raw``, read the response (``until_close``: until the server closes, else fail)."""
+    with socket.create_connection(server.address, timeout=timeout) as s:
+        s.sendall(raw)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+                if not until_close and b"\r\n\r\n" in out and b"content-length" in out.lower():
+                    head, _, body = out.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    if len(body) >= length:
+                        break
+        except TimeoutError:
+            assert not until_close, f"the server left the connection open: {out[:200]!r}"
+    return out
+
+
+def _post(path: str, body: bytes, **headers: str) -> bytes:
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{extra}"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-kit-attempt", "²"),
+        ("x-kit-attempt", "9" * 5000),
+        ("x-kit-attempt", "0"),
+        ("x-kit-attempt", "-1"),
+        ("x-stainless-retry-count", "9" * 5000),
+        ("x-stainless-retry-count", "³"),
+    ],
+)
+def test_bad_attempt_headers_get_a_400_json_error(server, header, value, caplog):
+    n = len(server.requests)
+    reply = _exchange(server, _post("/s/ok/v1/messages", b"{}", **{header.replace("-", "_"): value}))
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:200]
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and header in error["message"]
+    assert server.requests[n]["status"] == 400 and server.requests[n]["method"] == "POST"
+    assert "Unhandled exception" not in caplog.text
+
+
+def test_a_400k_deep_json_body_gets_a_400(server, caplog):
+    reply = _exchange(server, _post("/s/ok/v1/messages", b"[" * 400_000 + b"]" * 400_000))
+    assert reply.startswith(b"HTTP/1.1 400") and b"not valid JSON" in reply
+    assert "Unhandled exception" not in caplog.text
+
+
+def test_http_1_0_gets_a_close_delimited_body_then_close(server):
+    req = b'POST /s/ok/v1/messages HTTP/1.0\r\ncontent-length: 16\r\n\r\n{"stream": true}'
+    reply = _exchange(server, req, until_close=True)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    assert b"chunked" not in head.lower() and b"connection: close" in head.lower()
+    assert body.startswith(b"event: ")  # no chunk-size line before it
+    assert b"message_stop" in body and b"\r\n0\r\n" not in body
+
+
+def test_unknown_scenarios_and_rejected_requests_are_logged_like_any_request(server):
+    from kit._cli_serve import format_request
+
+    n = len(server.requests)
+    _exchange(server, b"GET /s/nope/v1/messages?key=hush HTTP/1.1\r\nhost: x\r\n\r\n")
+    _exchange(server, b"NOT A REQUEST\r\n\r\n")
+    not_found, rejected = server.requests[n], server.requests[n + 1]
+    assert (not_found["status"], not_found["method"], not_found["path"]) == (404, "GET", "/s/nope/v1/messages")
+    assert rejected["status"] == 400 and rejected["end"] == "rejected"
+    for info in (not_found, rejected):
+        line = format_request(info, info["t_ns"])
+        assert "? ?" not in line and str(info["status"]) in line and "hush" not in line
+
+
+def test_planning_a_big_scenario_does_not_block_other_clients():
+    big = kit.Scenario(events=30_000, gap=0.0, seed=14)  # ~0.1 ms per event to plan, never planned before
+    with kit.FaultServer() as srv:
+        url = srv.url_for(big)
+        heavy: list[kit.Trace] = []
+        t = threading.Thread(target=lambda: heavy.append(kit.stream(url, policy=kit.Policy(total=120))))
+        t.start()
+        time.sleep(0.3)  # the big request has arrived and is being planned
+        quick = kit.stream(srv.url_for("ok"), policy=kit.Policy(total=60))
+        t.join(120)
+    assert quick.outcome.ok and heavy and heavy[0].outcome.ok
+    # the quick call finished before the big one even got its headers: planning was off the loop
+    assert quick.end_ns < heavy[0].attempts[0].headers_ns
