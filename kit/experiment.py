@@ -569,8 +569,9 @@ class Experiment:
 
         proxies = {}
         for label, net in nets.items():
-            # one proxy per distinct network; its draws (jitter, toxicity) come from a seed derived
-            # from the experiment's, but follow connection order, which concurrency shuffles
+            # one proxy per distinct network, seeded from the experiment's; it keys its draws
+            # (toxicity, jitter, loss, slices) by the trial and attempt each request names
+            # (x-kit-trial, x-kit-attempt), so a replayed trial meets the same network
             proxy = NetworkProxy(upstream=server.address, network=net, seed=network_seed(self.seed, net))
             await asyncio.to_thread(proxy.__enter__)
             stack.push_async_callback(asyncio.to_thread, proxy.__exit__, None, None, None)

@@ -9,8 +9,11 @@ frozen dataclasses with a common shape, modelled on Toxiproxy's:
 - ``stream``: ``"downstream"`` (server -> client, the default: the direction a streamed
   response travels) or ``"upstream"`` (client -> server),
 - ``toxicity``: the probability that the toxic applies to a given connection. Each
-  connection rolls once per toxic name from ``random.Random(f"{seed}:{connection}:{name}")``,
-  so which connections were hit is the same on every run with the same seed.
+  connection rolls once per toxic name from ``random.Random(f"{key}:{name}")``, where
+  the key is ``{seed}:{trial}:{attempt}`` for a kit client's request (its
+  ``x-kit-trial`` and ``x-kit-attempt`` headers) and ``{seed}:{connection}`` for any
+  other client; so which connections were hit is the same on every run with the same
+  seed, and a replayed trial is hit as it was (see :mod:`kit.proxy._connection`).
 
 Durations are seconds, rates bytes per second, sizes bytes; strings with units
 (``"200ms"``, ``"20KB/s"``, ``"4KiB"``) are accepted everywhere (see :mod:`kit._units`).

@@ -144,6 +144,18 @@ def test_a_trial_replayed_alone_matches_its_row(server):
         exp.replay("c009-t0000")
 
 
+def test_replay_meets_the_network_draws_of_its_trial(server):
+    # which connections a toxic hits is keyed by trial and attempt, not by the order in
+    # which the proxy accepted connections (which concurrency and keep-alive shuffle)
+    flaky = Network([kit.network.ResetPeer(toxicity=0.5), kit.network.Latency(0.002, jitter=0.002, toxicity=0.5)])
+    exp = Experiment(scenarios=[kit.Scenario(events=3, gap=0.002)], networks=[flaky], trials=10, seed=5)
+    result = exp.run(4, server=server, progress=False)
+    causes = dict(zip(result.trials["trial_id"], result.trials["cause"], strict=True))
+    assert 0 < list(causes.values()).count("reset") < len(causes)  # the roll really decides per trial
+    replayed = {tid: exp.replay(tid, server=server).outcome.cause for tid in causes}
+    assert replayed == causes
+
+
 def test_concurrency_is_bounded_and_pays_off(server):
     slow = kit.Scenario(events=2, first_byte_delay=0.2, gap=0.0, name="slow")
     exp = Experiment(scenarios=[slow], trials=12, seed=1)

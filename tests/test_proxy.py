@@ -488,6 +488,42 @@ def test_toxicity_half_hits_about_half_deterministically() -> None:
     assert hits[0] == expected
 
 
+def _kit_request(trial: int, attempt: int = 1) -> bytes:
+    return b"POST /s/ok HTTP/1.1\r\nx-kit-trial: %d\r\nx-kit-attempt: %d\r\ncontent-length: 2\r\n\r\n{}" % (
+        trial,
+        attempt,
+    )
+
+
+def test_toxicity_follows_the_trial_a_kit_request_names_not_connection_order() -> None:
+    hits = []
+    with serve(echo) as upstream:
+        for order in (range(40), reversed(range(40))):
+            with NetworkProxy(upstream, network=[Latency(0.001, toxicity=0.5)], seed=7) as proxy:
+                for trial in order:
+                    socket.create_connection(proxy.address).close()  # a non-kit connection shifts the ids
+                    with socket.create_connection(proxy.address) as sock:
+                        sock.sendall(_kit_request(trial))
+                        assert sock.recv(100)  # echoed: the head went through
+                wait_for(lambda p=proxy: all(c["close_reason"] for c in p.connections()))
+            conns = proxy.connections_df()
+            kit_conns = conns[conns.trials != ""]
+            hits.append(set(kit_conns.trials[kit_conns.toxics_hit == "latency"]))
+    assert hits[0] == hits[1]  # the same trials hit, in whatever order they came
+    expected = {f"{t}:1" for t in range(40) if random.Random(f"7:{t}:1:latency").random() < 0.5}
+    assert hits[0] == expected
+
+
+def test_a_kept_alive_connection_is_keyed_again_by_each_trial() -> None:
+    with serve(echo) as upstream, NetworkProxy(upstream, network=[Latency(0.001, toxicity=0.5)], seed=7) as proxy:
+        with socket.create_connection(proxy.address) as sock:
+            for trial in (3, 4, 4):  # the same trial again (a retry on this connection): no new key
+                sock.sendall(_kit_request(trial))
+                assert sock.recv(100)
+        wait_for(lambda: all(c["close_reason"] for c in proxy.connections()))
+    assert proxy.connections_df().trials.tolist() == ["3:1,4:1"]
+
+
 # -- lifecycle ----------------------------------------------------------------------
 
 

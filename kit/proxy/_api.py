@@ -60,7 +60,10 @@ class NetworkProxy:
     than loopback need ``allow_remote=True`` (and warn). ``network``: a
     :class:`~kit.network.Network`, a list of toxics, or ``Network.to_dict()`` output.
     ``seed``: decides which connections each toxic's ``toxicity`` hits, and every
-    random draw (jitter, slice sizes, loss).
+    random draw (jitter, slice sizes, loss), together with the trial and attempt a kit
+    client names in its request headers (``x-kit-trial``, ``x-kit-attempt``), or the
+    connection's order for other clients: so a replayed trial meets the same network
+    (see :mod:`kit.proxy._connection`).
 
     Shorthand keywords (``latency=0.2, jitter=0.05, bandwidth="20KB/s", stall_after="4KB",
     stall_for=2, loss=0.01, ...``; see :func:`kit.network.toxics_from_kwargs`) build
@@ -438,7 +441,8 @@ class NetworkProxy:
         proxy sent an RST), ``toxics_hit`` and ``toxics_missed`` (names, comma-separated:
         which toxics' toxicity roll hit or missed this connection), ``requests`` (the
         ``x-kit-request-id`` of each request it carried, comma-separated: joins a
-        trace's attempts to their connection exactly).
+        trace's attempts to their connection exactly), ``trials`` (``trial:attempt`` of
+        each kit trial it served: what its random draws were keyed by).
         """
         return _views.connections_df(self.connections())
 

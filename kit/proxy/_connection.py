@@ -1,4 +1,19 @@
-"""One proxied connection: its two sides and pipes, the toxicity rolls, timed toxics."""
+"""One proxied connection: its two sides and pipes, the toxicity rolls, timed toxics.
+
+Which random draws a connection gets (toxicity rolls, jitter, slice sizes, loss) is
+decided by its **key**. A kit client names each request's trial (``x-kit-trial``, the
+trial's seed) and attempt (``x-kit-attempt``); the proxy reads them from the request
+head it forwards (:mod:`kit.proxy._head`) and keys the connection by
+``(proxy seed, trial, attempt)``: the place of the connection within its trial. A
+replayed trial, alone on a fresh proxy, then meets the same draws as in the original
+run, however many connections the proxy had accepted before. A connection that
+carries the next trial (keep-alive) is re-keyed at its request head: fresh rolls,
+draws, timers and byte counts. Other clients' connections are keyed by connection
+order (``(proxy seed, connection id)``), decided at their first bytes.
+
+Until its key is known (the first bytes), a connection has no toxic whose toxicity is
+between 0 and 1: such a toxic cannot act before the request that names the trial.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +75,10 @@ class _Conn:
         self.connect_task: asyncio.Task[None] | None = None
         self.request_id: str | None = None  # the request this connection is carrying now
         self.requests: list[str] = []  # the kit request ids it carried, in order
+        self.key = f"{proxy.seed}:{self.id}"  # what its random draws are keyed by (see the module doc)
+        self.trial: tuple[str, str] | None = None  # (trial, attempt) it serves, from the request head
+        self.trials: list[str] = []  # every "trial:attempt" it served, in order
+        self.decided = False  # whether the key is known, so fractional toxicity may be rolled
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -106,10 +125,12 @@ class _Conn:
         self.client.unblock_reading("connect")
 
     def applies(self, toxic: Toxic) -> bool:
-        """Roll (once per connection and toxic name) whether ``toxic`` applies here."""
+        """Roll (once per connection key and toxic name) whether ``toxic`` applies here."""
+        if not self.decided and 0 < toxic.toxicity < 1:
+            return False  # rolled once the key is known
         roll = self.rolls.get(toxic.name)
         if roll is None:
-            roll = self.rolls[toxic.name] = random.Random(f"{self.proxy.seed}:{self.id}:{toxic.name}").random()
+            roll = self.rolls[toxic.name] = random.Random(f"{self.key}:{toxic.name}").random()
         self.seen[toxic.name] = None
         hit = roll < toxic.toxicity
         if hit:
@@ -170,6 +191,10 @@ class _Conn:
 
     def shutdown(self, reason: str, mode: str = "close") -> None:
         """End the connection: ``close`` (flush, FIN), ``reset`` (RST) or ``abort``."""
+        if not self.decided:  # it ends before any bytes said who it was: roll for the record
+            self.decided = True
+            for toxic in self.proxy._snapshot:
+                self.applies(toxic)
         if self.reason is None:
             self.reason = reason
         if self.closing and mode != "abort":
@@ -216,6 +241,36 @@ class _Conn:
         self.request_id = head.request_id
         if head.request_id is not None:
             self.requests.append(head.request_id)
+        if head.trial is not None:
+            trial = (head.trial, head.attempt or "1")
+            if trial != self.trial:
+                self._rekey(trial)
+
+    def _rekey(self, trial: tuple[str, str]) -> None:
+        """Key the connection by the trial and attempt its next request belongs to."""
+        self.trial = trial
+        self.trials.append(":".join(trial))
+        self.key = f"{self.proxy.seed}:{trial[0]}:{trial[1]}"
+        self.rolls.clear()
+        for pipe in (self.up, self.down):
+            pipe.rekey()
+        for handle in self.timers.values():  # timed toxics count from this request
+            handle.cancel()
+        self.timers.clear()
+        self.decided = False
+        self.decide()
+
+    def decide(self) -> None:
+        """The key is known: roll what waited for it and apply it."""
+        self.decided = True
+        if self.closing:
+            return
+        down = [t for t in self.proxy._snapshot if isinstance(t, Down) and self.applies(t)]
+        if down:
+            self.event("down", None, down[0].name)
+            self.shutdown("down", mode="reset")
+            return
+        self.apply()
 
     def note_late(self, late_ns: int) -> None:
         """A forward went out ``late_ns`` after its planned time: keep the request's worst."""
@@ -253,4 +308,5 @@ class _Conn:
             "toxics_hit": tuple(self.hits),
             "toxics_missed": tuple(n for n in self.seen if n not in self.hits),
             "requests": tuple(self.requests),
+            "trials": tuple(self.trials),
         }

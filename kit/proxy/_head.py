@@ -70,6 +70,11 @@ class RequestHeads:
             self._skip = parsed[1]
         return heads
 
+    @property
+    def pending(self) -> bool:
+        """A head has begun but not ended: what it says is not known yet."""
+        return bool(self._buf)
+
     def _stop(self) -> None:
         self.done = True
         self._buf = b""

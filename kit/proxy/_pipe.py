@@ -160,6 +160,7 @@ class _Pipe:
         self.done = False  # the end was delivered (or the destination is gone)
         self.received = 0
         self.sent = 0
+        self.base = 0  # `sent` when the connection was last keyed: per-trial byte counts start here
         self.dropped = 0
         self.link_free = 0  # when the bandwidth-limited link finishes its current piece
         self.stalls: dict[Toxic, int] = {}  # stall toxic -> when it started on this pipe
@@ -178,6 +179,8 @@ class _Pipe:
         if self.heads is not None and not self.heads.done:
             for head in self.heads.feed(data):
                 self.conn.on_head(head)
+        if not self.conn.decided and not (self.heads is not None and self.heads.pending):
+            self.conn.decide()  # no kit trial named (yet): draws follow connection order
         self.received += n
         if self.task is None and not self.active:
             # fast path: nothing applies and nothing is queued ahead of this chunk
@@ -214,6 +217,13 @@ class _Pipe:
             self.task = self.loop.create_task(self._run())
 
     # -- control (called by the connection) ----------------------------------------
+
+    def rekey(self) -> None:
+        """The connection now serves another trial: fresh draws and byte counts."""
+        self._rngs.clear()
+        self.base = self.sent
+        self.stalls.clear()
+        self._stalled = False
 
     def set_active(self, applied: tuple[Toxic, ...]) -> None:
         if applied != self.active:
@@ -343,15 +353,15 @@ class _Pipe:
                 elif isinstance(toxic, Bandwidth):
                     rate = toxic.rate if not rate else min(rate, toxic.rate)
                 elif isinstance(toxic, LimitData):
-                    allowed = toxic.bytes - self.sent
+                    allowed = toxic.bytes - (self.sent - self.base)
                     if allowed <= 0:
                         self._drop(n - offset, item.t_recv)
-                        self.conn.event("limit_data", self.direction, f"{toxic.name}: {self.sent} bytes")
+                        self.conn.event("limit_data", self.direction, f"{toxic.name}: {self.sent - self.base} bytes")
                         self.conn.shutdown("limit_data")
                         return
                     size = min(size, allowed)
                 elif isinstance(toxic, Stall) and toxic not in self.stalls:
-                    size = min(size, toxic.after_bytes - self.sent)  # stop exactly at the boundary
+                    size = min(size, toxic.after_bytes - (self.sent - self.base))  # stop exactly at the boundary
             if stalled_until is None or stalled_until > now:
                 self._stalled = True
                 woken = await self._sleep_until(stalled_until)
@@ -360,7 +370,7 @@ class _Pipe:
                 continue  # re-plan: the stall may have ended or been removed
             if self._stalled:
                 self._stalled = False
-                self.conn.event("stall_end", self.direction, f"after {self.sent} bytes")
+                self.conn.event("stall_end", self.direction, f"after {self.sent - self.base} bytes")
             if rate:
                 size = min(size, max(1, int(rate * BANDWIDTH_QUANTUM)))
                 start_ns = max(ready, self.link_free)
@@ -385,9 +395,9 @@ class _Pipe:
             ready = target
             self._arm_stalls(active, t_sent)
             for toxic in active:
-                if isinstance(toxic, LimitData) and self.sent >= toxic.bytes:
+                if isinstance(toxic, LimitData) and self.sent - self.base >= toxic.bytes:
                     self._drop(n - offset, item.t_recv)
-                    self.conn.event("limit_data", self.direction, f"{toxic.name}: {self.sent} bytes")
+                    self.conn.event("limit_data", self.direction, f"{toxic.name}: {self.sent - self.base} bytes")
                     self.conn.shutdown("limit_data")
                     return
 
@@ -403,9 +413,9 @@ class _Pipe:
 
     def _arm_stalls(self, active: tuple[Toxic, ...], t: int) -> None:
         for toxic in active:
-            if isinstance(toxic, Stall) and toxic not in self.stalls and self.sent >= toxic.after_bytes:
+            if isinstance(toxic, Stall) and toxic not in self.stalls and self.sent - self.base >= toxic.after_bytes:
                 self.stalls[toxic] = t
-                self.conn.event("stall_start", self.direction, f"{toxic.name}: after {self.sent} bytes")
+                self.conn.event("stall_start", self.direction, f"{toxic.name}: after {self.sent - self.base} bytes")
 
     def _deliver_eof(self) -> None:
         transport = self.dst.transport
@@ -456,7 +466,7 @@ class _Pipe:
     def _rng(self, toxic: Toxic) -> random.Random:
         rng = self._rngs.get(toxic.name)
         if rng is None:
-            seed = f"{self.conn.proxy.seed}:{self.cid}:{toxic.name}:{self.direction}"
+            seed = f"{self.conn.key}:{toxic.name}:{self.direction}"
             rng = self._rngs[toxic.name] = random.Random(seed)
         return rng
 

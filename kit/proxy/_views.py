@@ -48,6 +48,7 @@ CONNECTION_COLUMNS = (
     "toxics_hit",
     "toxics_missed",
     "requests",
+    "trials",
 )
 
 
@@ -105,6 +106,6 @@ def connections_df(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(list(records), columns=list(CONNECTION_COLUMNS))
     for column in ("t_open_ns", "t_upstream_ns", "t_close_ns"):
         df[column] = df[column].astype("Int64")
-    for column in ("toxics_hit", "toxics_missed", "requests"):
+    for column in ("toxics_hit", "toxics_missed", "requests", "trials"):
         df[column] = df[column].map(",".join).astype(str)
     return df
