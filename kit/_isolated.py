@@ -2,28 +2,19 @@
 
 On a small machine, a client streaming 100 responses in the same process starves the
 server thread of the interpreter lock and its writes go out late. ``FaultServer(
-isolate=True)`` runs the server in a child interpreter (``kit._isolated.main``,
-started the same way on Linux, macOS and Windows, and without re-importing the
-caller's ``__main__`` as multiprocessing's spawn would); the parent keeps the same API.
-The two talk over a ``multiprocessing.connection`` on loopback with a random key. Both processes use ``perf_counter_ns``,
-which is system-wide, so the child's log joins the client's trace directly.
-
-Protocol over one duplex pipe: the parent sends ``(op, id, payload)`` commands
-(register, reset, stop) and waits for ``("ack", id, result)``; the child pushes
-``("log", entries)`` and ``("request", info)`` as they happen.
+isolate=True)`` runs the server in a child interpreter (``kit._isolated.main``, started
+by :class:`kit._child.Child`); the parent keeps the same API. Commands: register,
+reset, stop; the child pushes ``("log", entries)`` and ``("request", info)`` as they
+happen.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
-from multiprocessing.connection import Client, Listener
 from typing import Any
 
-from ._errors import ServerError
+from ._child import Child, connect_to_parent, start_for_parent
 
 __all__ = ["IsolatedServer"]
 
@@ -43,12 +34,8 @@ def _child_main(conn, host: str, port: int, allow_remote: bool) -> None:  # runs
 
     # a finished request ships at once (clients wait for their log); the rest every few ms
     server = FaultServer(host, port, allow_remote=allow_remote, on_request=lambda info: ship())
-    try:
-        server.start()
-    except Exception as exc:
-        conn.send(("error", 0, str(exc)))
+    if not start_for_parent(conn, server):
         return
-    conn.send(("ready", 0, server.address))
     try:
         while True:
             if conn.poll(_SHIP_EVERY):
@@ -94,80 +81,24 @@ class IsolatedServer:
         on_log: Callable[[list[tuple]], None],
         on_request: Callable[[dict[str, Any]], None],
     ) -> None:
-        self._on_log, self._on_request = on_log, on_request
-        self._acks: dict[int, Any] = {}
-        self._ack_ready = threading.Condition()
-        self._next_id = 1
-        self._send_lock = threading.Lock()
-        key = os.urandom(16)
-        with Listener(("127.0.0.1", 0), authkey=key) as listener:
-            lhost, lport = listener.address
-            entry = "from kit._isolated import main; main()"
-            args = [sys.executable, "-c", entry, lhost, str(lport), key.hex(), host, str(port), str(int(allow_remote))]
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-            accepted: list[Any] = []
-            waiter = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
-            waiter.start()
-            waiter.join(60)
-            if not accepted:
-                self._proc.kill()
-                self._proc.wait()
-                raise ServerError("the isolated fault server did not start within 60 s")
-        self._conn = accepted[0]
-        kind, _, payload = self._conn.recv()
-        if kind != "ready":
-            self._proc.wait(5)
-            raise ServerError(f"cannot start the isolated fault server: {payload}")
-        self.address: tuple[str, int] = tuple(payload)  # type: ignore[assignment]
-        self._reader = threading.Thread(target=self._read, name="kit-fault-server-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                kind, cid, payload = self._conn.recv()
-            except (EOFError, OSError):
-                break
+        def on_push(kind: str, payload: Any) -> None:
             if kind == "log":
-                self._on_log(payload)
+                on_log(payload)
             elif kind == "request":
-                self._on_request(payload)
-            elif kind == "ack":
-                with self._ack_ready:
-                    self._acks[cid] = payload
-                    self._ack_ready.notify_all()
-        with self._ack_ready:
-            self._acks[-1] = None  # the child is gone: wake every waiter
-            self._ack_ready.notify_all()
+                on_request(payload)
+
+        config = {"host": host, "port": port, "allow_remote": allow_remote}
+        self._child = Child("from kit._isolated import main; main()", config, on_push, "fault server")
+        self.address: tuple[str, int] = tuple(self._child.info)  # type: ignore[assignment]
 
     def call(self, op: str, payload: Any = None, timeout: float = 30) -> Any:
-        with self._send_lock:
-            cid = self._next_id
-            self._next_id += 1
-            self._conn.send((op, cid, payload))
-        with self._ack_ready:
-            if not self._ack_ready.wait_for(lambda: cid in self._acks or -1 in self._acks, timeout):
-                raise ServerError(f"the isolated fault server did not answer {op!r}")
-            if cid not in self._acks:
-                raise ServerError("the isolated fault server has exited")
-            return self._acks.pop(cid)
+        return self._child.call(op, payload, timeout)
 
     def stop(self) -> None:
-        try:
-            self.call("stop", timeout=15)
-        except (ServerError, OSError, BrokenPipeError):
-            pass
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._conn.close()
-        self._reader.join(5)
+        self._child.stop()
 
 
 def main() -> None:
-    """Entry point of the child; argv: LHOST LPORT KEY HOST PORT ALLOW_REMOTE."""
-    lhost, lport, key, host, port, allow_remote = sys.argv[-6:]
-    conn = Client((lhost, int(lport)), authkey=bytes.fromhex(key))
-    _child_main(conn, host, int(port), allow_remote == "1")
+    """Entry point of the child (see :mod:`kit._child`)."""
+    conn, config = connect_to_parent()
+    _child_main(conn, config["host"], int(config["port"]), bool(config["allow_remote"]))

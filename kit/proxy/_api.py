@@ -72,11 +72,22 @@ class NetworkProxy:
 
     ``on_event``: called on the proxy's thread with every connection event dict.
 
+    ``isolate=True`` runs the proxy in a child process (as ``FaultServer(isolate=True)``
+    does the server), so clients in this process cannot make its forwards late by
+    holding the interpreter lock; the API is the same (see :mod:`kit.proxy._isolated`).
+
     Use it as a context manager (``with`` from sync code and notebooks, ``async with``
     from async code) or call :meth:`start` and :meth:`stop`. It runs on its own thread
     either way. Toxics can change at any time with :meth:`set`, :meth:`add`,
     :meth:`remove` and :meth:`clear`; changes apply to open connections at once.
     """
+
+    def __new__(cls, *args: Any, isolate: bool = False, **kwargs: Any) -> NetworkProxy:
+        if isolate and cls is NetworkProxy:
+            from ._isolated import IsolatedProxy
+
+            return super().__new__(IsolatedProxy)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -86,6 +97,7 @@ class NetworkProxy:
         seed: int | str = 0,
         *,
         allow_remote: bool = False,
+        isolate: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         **toxics: Any,
     ) -> None:
@@ -96,6 +108,8 @@ class NetworkProxy:
             host = "127.0.0.1"  # one socket, one address: not ::1 and 127.0.0.1 both
         check_bind("listen", listen, host, allow_remote, "the network proxy")
         self._listen = (host, port)
+        self._allow_remote = allow_remote
+        self.isolate = isolate
         self.seed = seed
         self._on_event = on_event
         if network is None:
@@ -122,6 +136,7 @@ class NetworkProxy:
         self._overshoot = _Overshoot()
         self._events: list[tuple[Any, ...]] = []
         self._late: dict[str, int] = {}  # kit request id -> its latest forward against plan (ns)
+        self._late_dirty: set[str] | None = None  # ids whose lateness changed (kept in a child, to ship)
 
     # -- lifecycle ------------------------------------------------------------------
 

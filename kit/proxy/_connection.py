@@ -279,6 +279,9 @@ class _Conn:
             worst = self.proxy._late
             if late_ns > worst.get(rid, -(1 << 62)):
                 worst[rid] = late_ns
+                dirty = self.proxy._late_dirty
+                if dirty is not None:
+                    dirty.add(rid)
 
     # -- logging --------------------------------------------------------------------
 
