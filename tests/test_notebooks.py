@@ -27,6 +27,7 @@ OVERRIDES: dict[str, str] = {
     ),
     "05_postmortem_no_chunks.ipynb": "TRIALS = 40",
     "06_your_traces.ipynb": "TOP = 2",
+    "07_record_and_replay.ipynb": "EVENTS, STALL_FOR, SDK_TIMEOUT = 20, 0.8, 0.4",
 }
 
 
