@@ -36,10 +36,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._bundle_checks import check_columns, check_depth, check_parquet, check_rows, read_json
 from ._clock import CLOCK_SOURCE
 from ._errors import BundleError, ConfigError
 from ._folders import check_target, swap_in
 from ._redact import redact_text, redact_url
+from ._safejson import loads as safe_json
 from .result import TABLES, Result, conform
 
 __all__ = ["SCHEMA_VERSION", "compare", "load", "rerun", "save"]
@@ -242,10 +244,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         if (path / "trials.jsonl").exists():
             hint = "; the run did not finish: kit.load(path, recover=True) rebuilds a Result from trials.jsonl"
         raise BundleError(f"{file}: missing (not a finished kit bundle){hint}")
-    try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{file}: corrupt JSON ({exc})") from None
+    doc = read_json(file)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleError(
             f"{file}: not a kit bundle (format is {doc.get('format') if isinstance(doc, dict) else None!r})"
@@ -295,11 +294,11 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
             raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} has an unusable file name ({exc})") from None
         if info.get("sha256") and _sha256(file) != info["sha256"]:
             raise BundleError(f"{path / rel}: corrupt table {name!r} (checksum does not match bundle.json)")
-        columns: dict[str, str] = info.get("columns") or {}
-        if not isinstance(columns, dict) or not all(isinstance(d, str) for d in columns.values()):
-            raise BundleError(f"{path / BUNDLE_JSON}: the columns of table {name!r} are not a name -> dtype object")
+        columns = check_columns(path / BUNDLE_JSON, name, info.get("columns"), _required_columns(name))
+        rows = check_rows(path / BUNDLE_JSON, name, info.get("rows"))
         try:
             if rel.endswith(".parquet"):
+                check_parquet(file, name, rows, columns)  # the footer only: nothing decoded yet
                 df = pd.read_parquet(file)
             elif rel.endswith(".csv"):
                 dtypes = {c: ("str" if d == "str" else d) for c, d in columns.items() if d in ("str", "object")}
@@ -310,16 +309,25 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
             raise
         except Exception as exc:
             raise BundleError(f"{path / rel}: cannot read table {name!r} ({type(exc).__name__}: {exc})") from None
-        if len(df) != info.get("rows", len(df)):
-            raise BundleError(f"{path / rel}: {len(df)} rows, bundle.json says {info['rows']}")
+        if len(df) != rows:
+            raise BundleError(f"{path / rel}: {len(df)} rows, bundle.json says {rows}")
         try:
-            df = conform(df, columns) if columns else df
+            df = conform(df, columns)
         except KeyError as exc:
             raise BundleError(f"{path / rel}: column {exc.args[0]!r} is missing") from None
         except (ValueError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
             raise BundleError(f"{path / rel}: a column has the wrong type ({exc})") from None
         tables[name] = df
     return Result(tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)})
+
+
+def _required_columns(name: str) -> dict[str, str] | None:
+    """The columns (and dtypes) every bundle's table ``name`` has (the proxy table's vary)."""
+    from .result import SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
+
+    if name == "trials":
+        return {**TRIAL_HEAD, **TRIAL_TAIL}
+    return SCHEMAS.get(name)
 
 
 def _about(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,8 +352,10 @@ def _recover(path: Path) -> Result:
         if not f.exists():
             raise BundleError(f"{f}: missing; nothing to recover")
     try:
-        experiment = Experiment.from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, ConfigError) as exc:
+        experiment = Experiment.from_dict(read_json(cfg_file))
+    except BundleError:
+        raise
+    except (ValueError, ConfigError, TypeError, AttributeError) as exc:
         raise BundleError(f"{cfg_file}: unreadable experiment config ({exc})") from None
     records = []
     lines = journal.read_text(encoding="utf-8").split("\n")
@@ -353,7 +363,11 @@ def _recover(path: Path) -> Result:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = safe_json(line)
+            check_depth(record, f"{journal} line {i}")
+            records.append(record)
+        except BundleError:
+            raise
         except ValueError:
             if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
                 warnings.warn(f"{journal}: dropped a half-written last line (a trial in flight)", stacklevel=2)

@@ -94,16 +94,53 @@ REFERENCE_POLICIES = {
 # ------------------------------------------------------------------------ CSV
 
 
-def _num(path: Path, line: int, column: str, value: str, default: float | None = None) -> float | None:
+MAX_T = 1e7  # seconds since the call started (115 days): nanoseconds stay within int64
+MAX_SIZE = 1 << 40
+MAX_ATTEMPT = 1000
+MAX_FIELD = 1 << 20  # bytes of one CSV field
+
+
+def _num(
+    path: Path,
+    line: int,
+    column: str,
+    value: str,
+    default: float | None = None,
+    lo: float = 0.0,
+    hi: float = MAX_T,
+    whole: bool = False,
+) -> float | None:
+    """The number in a CSV field, within ``[lo, hi]``; BundleError naming file, line and column."""
     if value is None or str(value).strip() == "":
         return default
     try:
         x = float(value)
-    except ValueError:
-        raise BundleError(f"{path}:{line}: column {column!r} must be a number, got {value!r}") from None
+    except (ValueError, OverflowError):
+        raise BundleError(f"{path}:{line}: column {column!r} must be a number, got {value[:40]!r}") from None
     if math.isnan(x) or math.isinf(x):
-        raise BundleError(f"{path}:{line}: column {column!r} must be finite, got {value!r}")
+        raise BundleError(f"{path}:{line}: column {column!r} must be finite, got {value[:40]!r}")
+    if not lo <= x <= hi or (whole and x != int(x)):
+        kind = "a whole number" if whole else "a number"
+        raise BundleError(f"{path}:{line}: column {column!r} must be {kind} in [{lo:g}, {hi:g}], got {value[:40]!r}")
     return x
+
+
+def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and (line, row) pairs of a CSV text; malformed CSV is a BundleError naming line and column."""
+    lines = text.splitlines()
+    reader = csv.DictReader(lines)
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        for raw in reader:
+            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}))
+    except csv.Error as exc:
+        line = reader.line_num + 1
+        fields = lines[line - 1].split(",") if line - 1 < len(lines) else []
+        big = next((i for i, f in enumerate(fields) if len(f) > MAX_FIELD // 8), None)
+        where = f" (column {cols[big]!r})" if big is not None and big < len(cols) else ""
+        raise BundleError(f"{path}:{line}: not valid CSV{where}: {exc}") from None
+    return cols, rows
 
 
 def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
@@ -121,34 +158,43 @@ def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{path}: no such CSV file") from None
-    reader = csv.DictReader(text.splitlines())
-    cols = [c.strip() for c in (reader.fieldnames or [])]
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BundleError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); a chunk log is a UTF-8 CSV") from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise BundleError(f"{path}:{line}: a NUL byte (binary data, not a CSV text)")
+    cols, parsed = _rows(path, text)
     if "t" not in cols:
         raise BundleError(f"{path}: a chunk log needs a 't' column (seconds since the call started); got {cols}")
     unknown = [c for c in cols if c not in CSV_COLUMNS]
     if unknown:
         raise BundleError(f"{path}: unknown column(s) {unknown}; the columns are {list(CSV_COLUMNS)}")
     calls: dict[str, list[dict[str, Any]]] = {}
-    for line, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+    for line, row in parsed:
         kind = row.get("kind") or "chunk"
         if kind not in ("chunk", "headers", "end"):
             raise BundleError(f"{path}:{line}: kind must be chunk, headers or end, got {kind!r}")
         t = _num(path, line, "t", row.get("t", ""))
-        if t is None or t < 0:
-            raise BundleError(f"{path}:{line}: 't' must be a number of seconds >= 0")
-        attempt = int(_num(path, line, "attempt", row.get("attempt", ""), 1) or 1)
+        if t is None:
+            raise BundleError(f"{path}:{line}: column 't' must be a number of seconds in [0, {MAX_T:g}]")
+        attempt = int(_num(path, line, "attempt", row.get("attempt", ""), 1, 1, MAX_ATTEMPT, whole=True) or 1)
+        status = _num(path, line, "status", row.get("status", ""), None, 100, 599, whole=True)
         calls.setdefault(row.get("trial_id") or "c0", []).append(
             {
                 "t": t,
                 "kind": kind,
                 "attempt": attempt,
-                "size": int(_num(path, line, "size", row.get("size", ""), 0) or 0),
+                "size": int(_num(path, line, "size", row.get("size", ""), 0, 0, MAX_SIZE, whole=True) or 0),
                 "event": row.get("event", ""),
-                "status": row.get("status", ""),
+                "status": str(int(status)) if status is not None else "",
                 "cause": row.get("cause", ""),
                 "message": row.get("message", ""),
             }

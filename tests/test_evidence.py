@@ -95,3 +95,67 @@ def test_features_and_bad_input():
         features(42)
     with pytest.raises(ConfigError):
         match(EXAMPLES / "chunk-log.csv", top=0)
+
+
+# ------------------------------------------- issue 14 item 12: hostile CSV -> BundleError
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("t,size\n1e300,3\n", r"x.csv:2: column 't'"),
+        ("t,size\n1e10,3\n", r"x.csv:2: column 't'"),
+        ("t,size\n-1,3\n", r"x.csv:2: column 't'"),
+        ("t,kind,status\n0.1,headers,abc\n", r"x.csv:2: column 'status'"),
+        ("t,kind,status\n0.1,headers,nan\n", r"x.csv:2: column 'status'"),
+        ("t,kind,status\n0.1,headers,1e400\n", r"x.csv:2: column 'status'"),
+        ("t,size\n0.1,1e300\n", r"x.csv:2: column 'size'"),
+        ("t,attempt\n0.1,1e300\n", r"x.csv:2: column 'attempt'"),
+        ("t,size,message\n0.1,3,ok\n0.2,3," + "m" * 300_000 + "\n", r"x.csv:3: not valid CSV \(column 'message'\)"),
+    ],
+)
+def test_hostile_csv_values_name_file_line_and_column(tmp_path, body, where):
+    p = tmp_path / "x.csv"
+    p.write_text(body)
+    with pytest.raises(BundleError, match=where):
+        load_csv(p)
+
+
+def test_binary_csv_is_a_bundle_error_naming_the_line(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_bytes(b"t,size\n0.1,3\n\xff\xfe\x00binary\n")
+    with pytest.raises(BundleError, match=r"x.csv:3: not UTF-8"):
+        load_csv(p)
+    p.write_bytes(b"t,size\n0.1,3\n0.2,\x00\n")
+    with pytest.raises(BundleError, match=r"x.csv:3: a NUL byte"):
+        load_csv(p)
+
+
+FIELD = st.one_of(
+    st.sampled_from(["", "0", "0.5", "1e300", "-1", "nan", "inf", "1e400", "abc", "²", "200", "chunk", "end", '"']),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    header=st.lists(
+        st.sampled_from(["t", "size", "kind", "status", "attempt", "event", "message", "trial_id"]),
+        min_size=1,
+        max_size=5,
+        unique=True,
+    ),
+    rows=st.lists(st.lists(FIELD, min_size=1, max_size=6), max_size=6),
+    raw=st.binary(max_size=40),
+)
+def test_any_csv_loads_or_is_a_bundle_error(tmp_path, header, rows, raw):
+    p = tmp_path / "h.csv"
+    text = ",".join(header) + "\n" + "\n".join(",".join(r) for r in rows) + "\n"
+    p.write_bytes(text.encode("utf-8", "surrogatepass") + raw)
+    try:
+        load_csv(p)
+    except BundleError as exc:
+        assert str(p) in str(exc)
