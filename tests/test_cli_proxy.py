@@ -84,7 +84,17 @@ def serve() -> Iterator[tuple[Command, str]]:
 def _curl(url: str) -> tuple[str, float]:
     t0 = time.perf_counter()
     out = subprocess.run(
-        ["curl", "-sN", "-X", "POST", f"{url}/s/ok/v1/messages", "-d", "{}", "-H", "content-type: application/json"],
+        [
+            "curl",
+            "-sN",
+            "-X",
+            "POST",
+            f"{url}/s/ok/v1/messages",
+            "-d",
+            '{"stream": true}',
+            "-H",
+            "content-type: application/json",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
