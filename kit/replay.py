@@ -31,15 +31,17 @@ from typing import TYPE_CHECKING, Any
 from ._errors import BundleError, ConfigError
 from ._redact import SECRET_HEADERS
 from .protocols import PROTOCOLS, SSEParser, Unit
+from .scenarios import MAX_SECONDS
 
 if TYPE_CHECKING:
     from ._schedule import Response
     from .scenarios import Fault, Plan, Scenario
 
-__all__ = ["ENDINGS", "MAX_REPLAY_BYTES", "Replay", "safe_headers", "scenario_from"]
+__all__ = ["ENDINGS", "MAX_REPLAY_BYTES", "MAX_REPLAY_CHUNKS", "Replay", "safe_headers", "scenario_from"]
 
 ENDINGS = ("end", "close", "reset", "hang")
-MAX_REPLAY_BYTES = 1 << 30  # a replay holds its body in memory: refuse a file claiming more than 1 GiB
+MAX_REPLAY_BYTES = 256 << 20  # a replay holds its body in memory (the recorder's default cap, too)
+MAX_REPLAY_CHUNKS = 1_000_000
 
 # never replayed: framing the server writes itself, per-connection headers, cookies, secrets, and
 # the request ids the fault server sets for its own log
@@ -120,14 +122,18 @@ class Replay:
         times, chunks = tuple(self.times), tuple(self.chunks)
         if len(times) != len(chunks):
             raise ConfigError("replay.times", len(times), f"expected one time per chunk ({len(chunks)} chunks)")
+        if len(chunks) > MAX_REPLAY_CHUNKS:
+            raise ConfigError("replay.chunks", len(chunks), f"at most {MAX_REPLAY_CHUNKS:,} chunks")
         last = 0.0
         for t in times:
-            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < last:
-                raise ConfigError("replay.times", t, "expected finite, non-decreasing seconds >= 0")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t <= MAX_SECONDS or t < last:
+                raise ConfigError("replay.times", t, f"expected non-decreasing seconds in [0, {MAX_SECONDS:g}]")
             last = t
         for c in chunks:
             if not isinstance(c, bytes):
                 raise ConfigError("replay.chunks", type(c).__name__, "expected bytes")
+        if sum(len(c) for c in chunks) > MAX_REPLAY_BYTES:
+            raise ConfigError("replay.chunks", "body size", f"at most {MAX_REPLAY_BYTES:,} bytes")
         object.__setattr__(self, "times", tuple(float(t) for t in times))
         object.__setattr__(self, "chunks", chunks)
         if self.ending not in ENDINGS:
@@ -178,6 +184,8 @@ class Replay:
             body = base64.b64decode(body_text, validate=True)
         except (binascii.Error, ValueError):
             raise ConfigError("replay.body", body_text[:40], "expected base64 text") from None
+        if isinstance(sizes, list) and len(sizes) > MAX_REPLAY_CHUNKS:
+            raise ConfigError("replay.sizes", len(sizes), f"at most {MAX_REPLAY_CHUNKS:,} chunks")
         if not isinstance(sizes, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
             raise ConfigError("replay.sizes", sizes, "expected a list of chunk sizes in bytes")
         if any(n < 0 for n in sizes) or sum(sizes) != len(body):
