@@ -61,7 +61,7 @@ def bundle_size() -> tuple[int, float]:
         trials=30,
     )
     records = _synthetic_records(1800, 50, exp)
-    result = kit.Result.from_records(exp, records)
+    result = exp.result_of(records)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         path = result.save(Path(tmp) / "b")

@@ -5,7 +5,7 @@ The curated public names; see docs/architecture.md for the map of the package.
 
 from __future__ import annotations
 
-from . import atlas, evidence, node, sdk, vantage  # submodules: kit.atlas.lookup, kit.sdk.run, kit.vantage.table...
+from . import atlas, evidence, node, records, sdk, tables, vantage  # submodules: kit.atlas.lookup, kit.sdk.run...
 from ._errors import BundleError, ConfigError, KitError, ServerError
 from ._redact import unredact
 from .bundle import compare, load, rerun
@@ -82,8 +82,10 @@ __all__ = [
     "evidence",
     "instrument",
     "node",
+    "records",
     "sdk",
     "stream",
+    "tables",
     "unredact",
     "vantage",
 ]

@@ -42,7 +42,8 @@ from ._errors import BundleError, ConfigError
 from ._folders import check_target, swap_in
 from ._redact import redact_text, redact_url
 from ._safejson import loads as safe_json
-from .result import TABLES, Result, conform
+from .result import Result
+from .tables import TABLES, conform
 
 __all__ = ["SCHEMA_VERSION", "compare", "load", "rerun", "save"]
 
@@ -133,7 +134,7 @@ def save(
     keeps free-text columns as they are (secret headers are redacted at the source
     regardless; the saved config is redacted unless the experiment was run with it).
     """
-    from .experiment import redact_config
+    from ._redact import redact_config
 
     if format not in ("parquet", "csv"):
         raise ConfigError("format", format, "expected 'parquet' or 'csv'")
@@ -323,7 +324,7 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
 
 def _required_columns(name: str) -> dict[str, str] | None:
     """The columns (and dtypes) every bundle's table ``name`` has (the proxy table's vary)."""
-    from .result import SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
+    from .tables import SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
 
     if name == "trials":
         return {**TRIAL_HEAD, **TRIAL_TAIL}
@@ -375,7 +376,7 @@ def _recover(path: Path) -> Result:
             raise BundleError(f"{journal}: line {i} is corrupt") from None
     meta = {"interrupted": True, "recovered": True, "trials_planned": len(experiment)}
     try:
-        return Result.from_records(experiment, records, meta=meta)
+        return experiment.result_of(records, meta=meta)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         # a journal line that parses as JSON but is not a trial record
         raise BundleError(f"{journal}: a record has the wrong shape ({type(exc).__name__}: {exc})") from None

@@ -40,7 +40,6 @@ import csv
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -154,7 +153,8 @@ def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
     after some) -- an inference the ``message`` column cannot override. Raises
     :class:`~kit.BundleError` naming the file and line for malformed input.
     """
-    from .result import Result, proxy_table, tables_from_records
+    from .records import AttemptRecord, CellLabels, TrialRecord
+    from .result import Result
 
     path = Path(path)
     try:
@@ -201,15 +201,7 @@ def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
         )
     if not calls:
         raise BundleError(f"{path}: no rows")
-    cell = SimpleNamespace(
-        index=0,
-        scenario=None,
-        network=None,
-        policy=None,
-        scenario_label=f"csv {path.name}",
-        network_label="recorded",
-        policy_label="recorded",
-    )
+    cell = CellLabels(0, f"csv {path.name}", "recorded", "recorded")
     records = []
     ns = 1_000_000_000
     for i, (tid, rows) in enumerate(calls.items()):
@@ -246,49 +238,40 @@ def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
                     "done" if saw_stop else ("stream" if chunks else ("first_chunk" if h_t is not None else "headers"))
                 )
             attempts.append(
-                {
-                    "index": a,
-                    "request_id": f"{tid}-{a}",
-                    "method": "POST",
-                    "url": f"csv:{path.name}",
-                    "start_ns": round(start * ns),
-                    "wait_before": 0.0,
-                    "connection": [],
-                    "headers_ns": None if h_t is None else round(h_t * ns),
-                    "status": int(float(status)) if status else None,
-                    "headers": {},
-                    "framing": None,
-                    "chunk_t": [round(r["t"] * ns) for r in chunks],
-                    "chunk_size": [r["size"] for r in chunks],
-                    "event_t": ev_t,
-                    "event_type": ev_type,
-                    "event_size": ev_size,
-                    "saw_terminator": saw_stop,
-                    "end_ns": round(a_end * ns),
-                    "phase": phase,
-                    "cause": cause,
-                    "message": end["message"] if end else "",
-                    "error": None,
-                    "server": [],
-                }
+                AttemptRecord(
+                    index=a,
+                    request_id=f"{tid}-{a}",
+                    method="POST",
+                    url=f"csv:{path.name}",
+                    start_ns=round(start * ns),
+                    headers_ns=None if h_t is None else round(h_t * ns),
+                    status=int(float(status)) if status else None,
+                    chunk_t=[round(r["t"] * ns) for r in chunks],
+                    chunk_size=[r["size"] for r in chunks],
+                    event_t=ev_t,
+                    event_type=ev_type,
+                    event_size=ev_size,
+                    saw_terminator=saw_stop,
+                    end_ns=round(a_end * ns),
+                    phase=phase,
+                    cause=cause,
+                    message=end["message"] if end else "",
+                )
             )
         records.append(
-            {
-                "trial_id": str(tid),
-                "cell": 0,
-                "trial": i,
-                "seed": 0,
-                "url": f"csv:{path.name}",
-                "protocol": protocol,
-                "start_ns": 0,
-                "end_ns": round(end_t * ns),
-                "attempts": attempts,
-            }
+            TrialRecord(
+                trial_id=str(tid),
+                cell=0,
+                trial=i,
+                seed=0,
+                url=f"csv:{path.name}",
+                protocol=protocol,
+                start_ns=0,
+                end_ns=round(end_t * ns),
+                attempts=tuple(attempts),
+            )
         )
-    tables, _ = tables_from_records(records, [cell])
-    tables["proxy"] = proxy_table({})
-    meta = {"source": "csv", "csv_file": str(path), "trials_done": len(records), "trials_planned": len(records)}
-    return Result(tables, {}, meta)
+    return Result.from_records(records, [cell], meta={"source": "csv", "csv_file": str(path)})
 
 
 # ------------------------------------------------------------------ features

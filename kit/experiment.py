@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,15 @@ from ._clock import now_ns
 from ._errors import ConfigError
 from ._folders import discard_aside
 from ._loop import run_sync
-from ._redact import redact_config, redact_text
+from ._params import canonical, content_key, flat_params, label_all
+from ._redact import redact_config
 from ._signals import saving
 from .policy import Policy
+from .records import CellLabels, TrialRecord
 from .scenarios import Scenario
 from .trace import Trace
 
-__all__ = ["Cell", "Experiment", "trace_record"]
+__all__ = ["Cell", "Experiment"]
 
 JOURNAL = "trials.jsonl"
 CONFIG_FILE = "experiment.json"
@@ -73,10 +75,6 @@ def _network_cls() -> Any:
     from .network import Network
 
     return Network
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 # ------------------------------------------------------------------ values in a grid
@@ -120,55 +118,6 @@ def _as_network(value: Any) -> Any:
     raise ConfigError("networks", value, "expected kit.Network values, network dicts, 'direct' or None")
 
 
-def _label_all(values: Sequence[Any], label: Any, as_dict: Any) -> list[str]:
-    """Labels, made unique by appending the fields in which same-labelled values differ."""
-    labels = [label(v) for v in values]
-    for lab in set(labels):
-        same = [i for i, x in enumerate(labels) if x == lab]
-        if len(same) < 2:
-            continue
-        dicts = [_flatten(as_dict(values[i]) or {}) for i in same]
-        keys = sorted({k for d in dicts for k in d})
-        diff = [k for k in keys if len({_canonical(d.get(k)) for d in dicts}) > 1]
-        for i, d in zip(same, dicts, strict=True):
-            extra = ",".join(f"{k}={d.get(k)}" for k in diff if k not in ("seed",)) or f"#{i}"
-            labels[i] = f"{lab} {extra}"
-    return labels
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def flat_params(kind: str, value: Any) -> dict[str, Any]:
-    """The flat ``<kind>.<field>`` columns of one scenario, network or policy."""
-    if value is None:
-        return {}
-    if kind == "network":
-        out: dict[str, Any] = {"network.name": value.name}
-        for t in value.toxics:
-            for p, v in t.params().items():
-                out[f"network.{t.name}" if p == t.kind else f"network.{t.name}.{p}"] = v
-            if t.stream != "downstream":
-                out[f"network.{t.name}.stream"] = t.stream
-            if t.toxicity < 1:
-                out[f"network.{t.name}.toxicity"] = t.toxicity
-        return out
-    d = redact_config(value.to_dict())  # e.g. an HttpStatus fault's set-cookie header
-    return {
-        f"{kind}.{k}": (_canonical(v) if isinstance(v, list | tuple) else v)
-        for k, v in _flatten(d).items()
-        if not (isinstance(v, list | tuple) and not v and k in ("faults", "attempts"))
-    }
-
-
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One point of the grid: a scenario, a network (None: direct) and a policy."""
@@ -184,12 +133,16 @@ class Cell:
     @property
     def key(self) -> str:
         """A stable id of the cell's content (scenario, network, policy), not its position."""
-        d = {
-            "scenario": self.scenario.to_dict(),
-            "network": self.network.to_dict() if self.network is not None else None,
-            "policy": self.policy.to_dict(),
-        }
-        return hashlib.sha256(_canonical(d).encode()).hexdigest()[:16]
+        d = self.to_dict()
+        return content_key(d["scenario"], d["network"], d["policy"])
+
+    @property
+    def labels(self) -> CellLabels:
+        """The cell as plain labels and flat parameters (what the tables hold)."""
+        params: dict[str, Any] = {}
+        for kind, value in (("scenario", self.scenario), ("network", self.network), ("policy", self.policy)):
+            params.update(flat_params(kind, value))
+        return CellLabels(self.index, self.scenario_label, self.network_label, self.policy_label, self.key, params)
 
     @property
     def conditions_key(self) -> str:
@@ -198,7 +151,7 @@ class Cell:
             "scenario": self.scenario.to_dict(),
             "network": self.network.to_dict() if self.network is not None else None,
         }
-        return hashlib.sha256(_canonical(d).encode()).hexdigest()[:16]
+        return hashlib.sha256(canonical(d).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -215,7 +168,7 @@ def trial_seed(seed: int, conditions_key: str, trial: int) -> int:
 
 def network_seed(seed: int, network: Any) -> int:
     """The seed of the proxy of ``network`` in an experiment seeded with ``seed``."""
-    return int(hashlib.sha256(f"{seed}:{_canonical(network.to_dict())}".encode()).hexdigest()[:15], 16)
+    return int(hashlib.sha256(f"{seed}:{canonical(network.to_dict())}".encode()).hexdigest()[:15], 16)
 
 
 def trial_id(cell: int, trial: int) -> str:
@@ -301,30 +254,28 @@ class Experiment:
         s_lab = dict(
             zip(
                 map(id, self.scenarios),
-                _label_all(self.scenarios, lambda s: s.label, lambda s: s.to_dict()),
+                label_all(self.scenarios, lambda s: s.label, lambda s: s.to_dict()),
                 strict=True,
             )
         )
         n_lab = dict(
             zip(
                 map(id, self.networks),
-                _label_all(self.networks, lambda n: n.label if n else "direct", lambda n: n.to_dict() if n else {}),
+                label_all(self.networks, lambda n: n.label if n else "direct", lambda n: n.to_dict() if n else {}),
                 strict=True,
             )
         )
         p_lab = dict(
-            zip(
-                map(id, self.policies), _label_all(self.policies, lambda p: p.label, lambda p: p.to_dict()), strict=True
-            )
+            zip(map(id, self.policies), label_all(self.policies, lambda p: p.label, lambda p: p.to_dict()), strict=True)
         )
-        canon_s = {_canonical(s.to_dict()): s for s in self.scenarios}
-        canon_n = {_canonical(n.to_dict() if n else None): n for n in self.networks}
-        canon_p = {_canonical(p.to_dict()): p for p in self.policies}
+        canon_s = {canonical(s.to_dict()): s for s in self.scenarios}
+        canon_n = {canonical(n.to_dict() if n else None): n for n in self.networks}
+        canon_p = {canonical(p.to_dict()): p for p in self.policies}
         self.cells: list[Cell] = []
         for i, (s, n, p) in enumerate(triples):
-            s = canon_s[_canonical(s.to_dict())]
-            n = canon_n[_canonical(n.to_dict() if n else None)]
-            p = canon_p[_canonical(p.to_dict())]
+            s = canon_s[canonical(s.to_dict())]
+            n = canon_n[canonical(n.to_dict() if n else None)]
+            p = canon_p[canonical(p.to_dict())]
             self.cells.append(Cell(i, s, n, p, s_lab[id(s)], n_lab[id(n)], p_lab[id(p)]))
         self.last_result: Any = None
 
@@ -403,6 +354,14 @@ class Experiment:
             )
         return c, t
 
+    def result_of(self, records: Iterable[Any], **kw: Any) -> Any:
+        """A :class:`~kit.Result` of this grid's trial records (``meta``, ``proxy_logs`` as in ``Result.from_records``)."""
+        from .result import Result
+
+        meta = dict(kw.pop("meta", None) or {})
+        meta.setdefault("trials_planned", len(self))
+        return Result.from_records(records, [c.labels for c in self.cells], config=self.to_dict(), meta=meta, **kw)
+
     # -- running ---------------------------------------------------------------------
 
     def run(
@@ -453,7 +412,6 @@ class Experiment:
         """Async :meth:`run`. If cancelled, the partial result is left in ``self.last_result``
         (and saved to ``out``) before the cancellation propagates."""
         from ._progress import Progress
-        from .result import Result
 
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError("concurrency", concurrency, "expected a whole number >= 1")
@@ -466,7 +424,7 @@ class Experiment:
             aside = prepare_folder(out_path, overwrite=overwrite)
             (out_path / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
             journal = (out_path / JOURNAL).open("a", encoding="utf-8")
-        records: list[dict[str, Any]] = []
+        records: list[TrialRecord] = []
         bar = progress if not isinstance(progress, bool) else Progress(len(self), "trials", enabled=progress)
         meta: dict[str, Any] = {
             "concurrency": concurrency,
@@ -520,10 +478,10 @@ class Experiment:
                     if server.isolate:  # its log arrives a moment after the client saw the end
                         for a in trace.attempts:
                             await a.await_server_log()
-                    rec = trace_record(trace, trial_id(cell.index, t), cell.index, t, tseed)
+                    rec = trace.to_record(trial_id(cell.index, t), cell.index, t, tseed)
                     records.append(rec)
                     if journal is not None:
-                        journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                        journal.write(json.dumps(rec.to_dict(), separators=(",", ":")) + "\n")
                         journal.flush()
                     bar.update(1)
 
@@ -547,7 +505,7 @@ class Experiment:
                 meta["interrupted"] = interrupted
                 meta["trials_done"] = len(records)
                 proxy_logs = {label: _proxy_log(p) for label, p in proxies.items()}
-                result = Result.from_records(self, records, meta=meta, proxy_logs=proxy_logs)
+                result = self.result_of(records, meta=meta, proxy_logs=proxy_logs)
                 self.last_result = result
                 if journal is not None:
                     journal.close()
@@ -653,7 +611,7 @@ def _listify(name: str, value: Any) -> list[Any]:
 def _unique(values: list[Any]) -> list[Any]:
     seen: dict[str, Any] = {}
     for v in values:
-        seen.setdefault(_canonical(v.to_dict() if v is not None else None), v)
+        seen.setdefault(canonical(v.to_dict() if v is not None else None), v)
     return list(seen.values())
 
 
@@ -672,58 +630,3 @@ def _proxy_log(proxy: Any) -> Any:
 
             return value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
     return None
-
-
-# ------------------------------------------------------------------- trial records
-
-
-def trace_record(trace: Trace, tid: str, cell: int, trial: int, seed: int) -> dict[str, Any]:
-    """A JSON-ready record of one trial's trace (a line of ``trials.jsonl``).
-
-    Everything the Result tables are built from, and nothing else: secrets are already
-    redacted by the client (URLs, response headers); messages are redacted again here.
-    """
-    attempts = []
-    for a in trace.attempts:
-        o = a.outcome
-        attempts.append(
-            {
-                "index": a.index,
-                "request_id": a.request_id,
-                "method": a.method,
-                "url": a.url,
-                "start_ns": a.start_ns,
-                "wait_before": a.wait_before,
-                "connection": [[n, t] for n, t in a.connection],
-                "headers_ns": a.headers_ns,
-                "status": a.status,
-                "headers": a.headers,
-                "framing": a.framing,
-                "chunk_t": a.chunk_t.tolist(),
-                "chunk_size": a.chunk_size.tolist(),
-                "event_t": a.event_t.tolist(),
-                "event_type": list(a.event_type),
-                "event_size": a.event_size.tolist(),
-                "saw_terminator": a.saw_terminator,
-                "end_ns": a.end_ns,
-                "phase": o.phase if o else "connect",
-                "cause": o.cause if o else "cancelled",
-                "message": redact_text(o.message) if o else "",
-                "error": redact_text(a.error) if a.error else None,
-                "server": [
-                    [e.request_id, e.connection, e.scenario, e.attempt, e.seq, e.kind, e.nbytes, e.scheduled_ns, e.t_ns]
-                    for e in a.server_log
-                ],
-            }
-        )
-    return {
-        "trial_id": tid,
-        "cell": cell,
-        "trial": trial,
-        "seed": seed,
-        "url": trace.url,
-        "protocol": trace.protocol,
-        "start_ns": trace.start_ns,
-        "end_ns": trace.end_ns if trace.end_ns is not None else now_ns(),
-        "attempts": attempts,
-    }

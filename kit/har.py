@@ -29,7 +29,6 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -305,27 +304,20 @@ def read_har(path: str | Path) -> dict[str, Any]:
 
 def _from_har(path: str | Path) -> Any:
     from .protocols import SSEParser
-    from .result import Result, proxy_table, tables_from_records
+    from .records import AttemptRecord, CellLabels, TrialRecord
+    from .result import Result
 
     path = Path(path)
     doc = read_har(path)
-    cells: dict[tuple[str, str], Any] = {}
-    records = []
+    cells: dict[tuple[str, str], CellLabels] = {}
+    records: list[TrialRecord] = []
     for i, e in enumerate(doc["log"]["entries"]):
         req, resp, tim = e["request"], e["response"], e["timings"]
         url = redact_url(str(req.get("url", "")))
         host_path = url.partition("://")[2].partition("?")[0].rpartition("@")[2]  # no urlsplit: [redacted]@ is no IPv6
         ckey = (str(req.get("method", "GET")), host_path)
         if ckey not in cells:
-            cells[ckey] = SimpleNamespace(
-                index=len(cells),
-                scenario=None,
-                network=None,
-                policy=None,
-                scenario_label=f"{ckey[0]} {ckey[1]}",
-                network_label="recorded",
-                policy_label="recorded",
-            )
+            cells[ckey] = CellLabels(len(cells), f"{ckey[0]} {ckey[1]}", "recorded", "recorded")
         cell = cells[ckey]
         try:
             start = _parse_time(str(e["startedDateTime"]))
@@ -351,10 +343,10 @@ def _from_har(path: str | Path) -> Any:
         )
         connection = []
         if c_done is not None:
-            connection += [["connection.connect_tcp.started", c_start], ["connection.connect_tcp.complete", c_done]]
-        connection += [["http11.send_request_headers.started", s_start], ["http11.send_request_body.complete", s_done]]
+            connection += [("connection.connect_tcp.started", c_start), ("connection.connect_tcp.complete", c_done)]
+        connection += [("http11.send_request_headers.started", s_start), ("http11.send_request_body.complete", s_done)]
         if h_ns is not None:
-            connection.append(["http11.receive_response_headers.complete", h_ns])
+            connection.append(("http11.receive_response_headers.complete", h_ns))
         kit_meta = e.get("_kit") or {}
         size = resp.get("content", {}).get("size", -1)
         if isinstance(e.get("_chunks"), list):
@@ -385,53 +377,47 @@ def _from_har(path: str | Path) -> Any:
         phase = kit_meta.get("phase") or ("done" if 200 <= status < 400 else ("headers" if status else "connect"))
         cause = kit_meta.get("cause") or ("ok" if 200 <= status < 400 else ("http_status" if status else "closed"))
         headers = {h["name"]: h["value"] for h in resp.get("headers", []) if isinstance(h, Mapping) and "name" in h}
-        attempt = {
-            "index": int(kit_meta.get("attempt", 1)),
-            "request_id": str(kit_meta.get("request_id", f"har-{i}")),
-            "method": ckey[0],
-            "url": url,
-            "start_ns": start,
-            "wait_before": 0.0,
-            "connection": connection,
-            "headers_ns": h_ns,
-            "status": status or None,
-            "headers": redact_headers(headers),
-            "framing": kit_meta.get("framing"),
-            "chunk_t": chunk_t,
-            "chunk_size": chunk_size,
-            "event_t": event_t,
-            "event_type": event_type,
-            "event_size": event_size,
-            "saw_terminator": any(t in ("message_stop",) for t in event_type),
-            "end_ns": end,
-            "phase": phase,
-            "cause": cause,
-            "message": str(kit_meta.get("message", "")),
-            "error": kit_meta.get("error"),
-            "server": [],
-        }
-        records.append(
-            {
-                "trial_id": f"e{i:04d}",
-                "cell": cell.index,
-                "trial": sum(1 for r in records if r["cell"] == cell.index),
-                "seed": 0,
-                "url": url,
-                "protocol": kit_meta.get("protocol") or "raw",
-                "start_ns": start,
-                "end_ns": end,
-                "attempts": [attempt],
-            }
+        attempt = AttemptRecord(
+            index=int(kit_meta.get("attempt", 1)),
+            request_id=str(kit_meta.get("request_id", f"har-{i}")),
+            method=ckey[0],
+            url=url,
+            start_ns=start,
+            connection=tuple(connection),
+            headers_ns=h_ns,
+            status=status or None,
+            headers=redact_headers(headers),
+            framing=kit_meta.get("framing"),
+            chunk_t=chunk_t,
+            chunk_size=chunk_size,
+            event_t=event_t,
+            event_type=event_type,
+            event_size=event_size,
+            saw_terminator=any(t in ("message_stop",) for t in event_type),
+            end_ns=end,
+            phase=phase,
+            cause=cause,
+            message=str(kit_meta.get("message", "")),
+            error=kit_meta.get("error"),
         )
-    tables, _ = tables_from_records(records, list(cells.values()))
-    tables["proxy"] = proxy_table({})
+        records.append(
+            TrialRecord(
+                trial_id=f"e{i:04d}",
+                cell=cell.index,
+                trial=sum(1 for r in records if r.cell == cell.index),
+                seed=0,
+                url=url,
+                protocol=kit_meta.get("protocol") or "raw",
+                start_ns=start,
+                end_ns=end,
+                attempts=(attempt,),
+            )
+        )
     creator = doc["log"].get("creator", {})
     meta = {
         "source": "har",
         "har_file": str(path),
         "creator": f"{creator.get('name')} {creator.get('version')}",
-        "trials_done": len(records),
-        "trials_planned": len(records),
         "clock_anchor": {"unix_ns": 0, "perf_ns": 0},
     }
-    return Result(tables, {}, meta)
+    return Result.from_records(records, list(cells.values()), meta=meta)

@@ -134,9 +134,9 @@ def render_report(result: Any, title: str | None = None) -> str:
 
 
 def _definitions() -> dict[str, str]:
-    from .result import STREAM_METRICS
+    from .tables import METRICS, STREAM_METRICS
 
-    return STREAM_METRICS
+    return {k: METRICS[k] for k in STREAM_METRICS}
 
 
 def write_report(result: Any, path: str | Path, *, overwrite: bool = True, title: str | None = None) -> Path:

@@ -24,7 +24,6 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,6 +40,7 @@ from ._redact import redact_text
 from ._rerun import replace_previous
 from ._safejson import loads as safe_json
 from ._schedule import Response, build_response
+from .records import ServerLogEntry
 from .scenarios import PRESETS, Plan, Scenario
 
 __all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry"]
@@ -71,27 +71,6 @@ class ScenarioURL(str):
         """The same scenario path on another origin (``http://host:port``), e.g. a proxy."""
         path = self.split("/", 3)[3] if self.count("/") >= 3 else ""
         return ScenarioURL(f"{origin.rstrip('/')}/{path}", self.scenario)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLogEntry:
-    """One thing the server did. Times are ``perf_counter_ns``.
-
-    ``kind``: accept, request, headers, a unit kind (message_start, content_block_delta,
-    ping, chunk...), stall_start, end, close, reset, truncate, client_closed, error.
-    ``scheduled_ns`` is when the plan wanted it, ``t_ns`` when it happened; ``nbytes``
-    counts bytes on the wire (framing included).
-    """
-
-    request_id: str
-    connection: int
-    scenario: str
-    attempt: int
-    seq: int
-    kind: str
-    nbytes: int
-    scheduled_ns: int
-    t_ns: int
 
 
 class FaultServer:
@@ -291,11 +270,9 @@ class FaultServer:
 
     def log_df(self):
         """The whole log as a DataFrame (one row per :class:`ServerLogEntry`)."""
-        import pandas as pd
+        from .tables import server_log_table
 
-        from .trace import SERVER_COLUMNS
-
-        return pd.DataFrame([_entry_row(e) for e in list(self.log)], columns=SERVER_COLUMNS)
+        return server_log_table(list(self.log))
 
     # -- connection handling -----------------------------------------------------
 
@@ -715,20 +692,6 @@ async def _plan(scenario: Scenario, attempt: int, trial: str) -> Plan:
     if scenario.for_attempt(attempt, trial).events <= INLINE_PLAN_EVENTS:
         return scenario.plan(attempt, key=trial)
     return await asyncio.to_thread(scenario.plan, attempt, trial)
-
-
-def _entry_row(e: ServerLogEntry) -> dict[str, Any]:
-    return {
-        "request_id": e.request_id,
-        "connection": e.connection,
-        "scenario": e.scenario,
-        "attempt": e.attempt,
-        "seq": e.seq,
-        "kind": e.kind,
-        "nbytes": e.nbytes,
-        "scheduled_ns": e.scheduled_ns,
-        "t_ns": e.t_ns,
-    }
 
 
 async def _sleep_until(due_ns: int) -> None:

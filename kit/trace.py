@@ -32,7 +32,11 @@ from typing import Any
 import pandas as pd
 
 from . import _registry
+from ._clock import now_ns
 from ._fidelity import Fidelity, server_lateness
+from ._redact import redact_text
+from .records import FINAL_SERVER_KINDS, AttemptRecord, CellLabels, ServerLogEntry, TrialRecord
+from .tables import CALL_METRICS, METRICS, build
 
 __all__ = [
     "CAUSES",
@@ -61,24 +65,22 @@ CAUSES = (
     "cancelled",
 )
 
-_FINAL_SERVER_KINDS = frozenset({"end", "close", "reset", "truncate", "client_closed"})
 
-CHUNK_COLUMNS = ["attempt", "request_id", "seq", "t_ns", "t", "t_attempt", "size", "cum_bytes", "gap"]
-EVENT_COLUMNS = ["attempt", "request_id", "seq", "t_ns", "t", "t_attempt", "type", "size"]
-SERVER_COLUMNS = ["request_id", "connection", "scenario", "attempt", "seq", "kind", "nbytes", "scheduled_ns", "t_ns"]
-CONNECTION_COLUMNS = ["attempt", "request_id", "name", "t_ns", "t"]
-
-METRICS: dict[str, str] = {
-    "ttfb_s": "time to first byte: call start to the response status line and headers of the last attempt (s)",
-    "first_chunk_s": "time to first chunk: call start to the first body byte of the last attempt (s)",
-    "first_event_s": "time to first event: call start to the first parsed event of the last attempt (s)",
-    "duration_s": "call start to the end of the last attempt, retries and waits included (s)",
-    "bytes": "body bytes received by the last attempt (after HTTP de-chunking)",
-    "chunks": "body chunks received by the last attempt (one per socket read that carried body bytes)",
-    "events": "events parsed by the last attempt (SSE events or NDJSON lines, pings included)",
-    "max_gap_s": "largest gap between consecutive body chunks of the last attempt, after the first (s)",
-    "attempts": "HTTP requests made for this call",
-}
+# fields an Attempt and its AttemptRecord hold alike, and its time series (arrays here, lists there)
+_SAME_FIELDS = (
+    "index",
+    "request_id",
+    "method",
+    "url",
+    "start_ns",
+    "wait_before",
+    "headers_ns",
+    "status",
+    "framing",
+    "saw_terminator",
+    "end_ns",
+)
+_SERIES = ("chunk_t", "chunk_size", "event_t", "event_size")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Attempt:
     end_ns: int | None = None
     outcome: Outcome | None = None
     error: str | None = None
-    server_log: list[Any] = field(default_factory=list)
+    server_log: list[ServerLogEntry] = field(default_factory=list)
     deadlines: dict[str, float] = field(default_factory=dict)
     proxy_late_s: float | None = None  # the proxy's latest forward of this request against plan
 
@@ -146,7 +148,7 @@ class Attempt:
     @property
     def server_log_complete(self) -> bool:
         """True once the server's log of this attempt has its final entry."""
-        return bool(self.server_log) and self.server_log[-1].kind in _FINAL_SERVER_KINDS
+        return bool(self.server_log) and self.server_log[-1].kind in FINAL_SERVER_KINDS
 
     async def await_server_log(self, timeout: float = 1.0) -> None:
         """Wait (briefly) until the server's log of this attempt is complete.
@@ -256,152 +258,121 @@ class Trace:
         """Seconds from the call's start to its end."""
         return ((self.end_ns or self.start_ns) - self.start_ns) / 1e9
 
-    def _t(self, ns: int | None) -> float:
-        return float("nan") if ns is None else (ns - self.start_ns) / 1e9
+    # -- records ---------------------------------------------------------------------
 
-    # -- DataFrame views ---------------------------------------------------------
+    def to_record(self, trial_id: str | None = None, cell: int = 0, trial: int = 0, seed: int = 0) -> TrialRecord:
+        """This call as a :class:`~kit.records.TrialRecord` (what an experiment journals).
 
-    def _timed_rows(self, times: str, columns: list[str], extra) -> pd.DataFrame:
-        """One frame of rows timed by the attempts' ``times`` array, plus ``extra(a, t_ns)`` columns."""
-        frames = []
+        URLs and response headers are already redacted by the client; messages and
+        errors are redacted again here.
+        """
+        attempts = []
         for a in self.attempts:
-            stamps = getattr(a, times)
-            if not stamps:
-                continue
-            t_ns = pd.Series(stamps, dtype="int64")
-            base = {
-                "attempt": a.index,
-                "request_id": a.request_id,
-                "seq": range(len(stamps)),
-                "t_ns": t_ns,
-                "t": (t_ns - self.start_ns) / 1e9,
-                "t_attempt": (t_ns - a.start_ns) / 1e9,
-            }
-            frames.append(pd.DataFrame({**base, **extra(a, t_ns)}))
-        return _concat(frames, columns)
+            o = a.outcome
+            attempts.append(
+                AttemptRecord(
+                    **{f: getattr(a, f) for f in _SAME_FIELDS},
+                    **{f: getattr(a, f).tolist() for f in _SERIES},
+                    connection=tuple((n, t) for n, t in a.connection),
+                    headers=dict(a.headers),
+                    event_type=list(a.event_type),
+                    phase=o.phase if o else "connect",
+                    cause=o.cause if o else "cancelled",
+                    message=redact_text(o.message) if o else "",
+                    error=redact_text(a.error) if a.error else None,
+                    server=tuple(a.server_log),
+                )
+            )
+        return TrialRecord(
+            trial_id=trial_id if trial_id is not None else (self.label or "trace"),
+            cell=cell,
+            trial=trial,
+            seed=seed,
+            url=self.url,
+            protocol=self.protocol,
+            start_ns=self.start_ns,
+            end_ns=self.end_ns if self.end_ns is not None else now_ns(),
+            attempts=tuple(attempts),
+        )
+
+    @classmethod
+    def from_record(
+        cls,
+        record: TrialRecord | dict[str, Any],
+        *,
+        policy: dict[str, Any] | None = None,
+        scenario: dict[str, Any] | None = None,
+        label: str | None = None,
+    ) -> Trace:
+        """A Trace from a record (e.g. a line of an experiment's journal); ``label`` defaults to its trial id."""
+        r = TrialRecord.coerce(record)
+        trace = cls(
+            url=r.url,
+            protocol=r.protocol,
+            start_ns=r.start_ns,
+            end_ns=r.end_ns,
+            policy=dict(policy or {}),
+            scenario=scenario,
+            label=label if label is not None else r.trial_id,
+        )
+        for a in r.attempts:
+            trace.attempts.append(
+                Attempt(
+                    **{f: getattr(a, f) for f in _SAME_FIELDS},
+                    **{f: array("q", getattr(a, f)) for f in _SERIES},
+                    protocol=r.protocol,
+                    connection=list(a.connection),
+                    headers=dict(a.headers),
+                    event_type=list(a.event_type),
+                    outcome=Outcome(a.phase, a.cause, a.message),
+                    error=a.error,
+                    server_log=list(a.server),
+                )
+            )
+        return trace
+
+    # -- DataFrame views (built by kit.tables, as every table is) ----------------------
+
+    def _tables(self) -> dict[str, pd.DataFrame]:
+        for a in self.attempts:
+            a.refresh_server_log()
+        tables, _ = build([self.to_record()], [CellLabels(0, self.label or "")])
+        return tables
+
+    def _view(self, name: str) -> pd.DataFrame:
+        return self._tables()[name].drop(columns="trial_id")
 
     @property
     def chunks(self) -> pd.DataFrame:
         """One row per received body chunk: time (``t`` s since the call start, ``t_ns``),
         ``size``, cumulative bytes within the attempt, ``gap`` since the previous chunk."""
-
-        def extra(a: Attempt, t_ns: pd.Series) -> dict[str, Any]:
-            size = pd.Series(a.chunk_size, dtype="int64")
-            return {"size": size, "cum_bytes": size.cumsum(), "gap": t_ns.diff() / 1e9}
-
-        return self._timed_rows("chunk_t", CHUNK_COLUMNS, extra)
+        return self._view("chunks")
 
     @property
     def events(self) -> pd.DataFrame:
         """One row per parsed event (SSE event or NDJSON line): time, ``type``, ``size`` in bytes."""
-
-        def extra(a: Attempt, t_ns: pd.Series) -> dict[str, Any]:
-            return {"type": a.event_type, "size": pd.Series(a.event_size, dtype="int64")}
-
-        return self._timed_rows("event_t", EVENT_COLUMNS, extra)
+        return self._view("events")
 
     @property
     def server(self) -> pd.DataFrame:
         """What the server wrote, when: one row per log entry of every attempt, with
         ``t`` (s since the call start) and ``late_s`` (actual minus scheduled send time)."""
-        rows = []
-        for a in self.attempts:
-            a.refresh_server_log()
-            for e in a.server_log:
-                rows.append(
-                    {
-                        "attempt": a.index,
-                        "request_id": e.request_id,
-                        "connection": e.connection,
-                        "scenario": e.scenario,
-                        "server_attempt": e.attempt,
-                        "seq": e.seq,
-                        "kind": e.kind,
-                        "nbytes": e.nbytes,
-                        "scheduled_ns": e.scheduled_ns,
-                        "t_ns": e.t_ns,
-                        "t": (e.t_ns - self.start_ns) / 1e9,
-                        "late_s": (e.t_ns - e.scheduled_ns) / 1e9,
-                    }
-                )
-        cols = [
-            "attempt",
-            "request_id",
-            "connection",
-            "scenario",
-            "server_attempt",
-            "seq",
-            "kind",
-            "nbytes",
-            "scheduled_ns",
-            "t_ns",
-            "t",
-            "late_s",
-        ]
-        return pd.DataFrame(rows, columns=cols)
+        return self._view("server")
 
     @property
     def connection(self) -> pd.DataFrame:
         """The httpcore connection events of every attempt (connect, send, headers...)."""
-        rows = [
-            {"attempt": a.index, "request_id": a.request_id, "name": name, "t_ns": t, "t": self._t(t)}
-            for a in self.attempts
-            for name, t in a.connection
-        ]
-        return pd.DataFrame(rows, columns=CONNECTION_COLUMNS)
+        return self._view("connection")
 
     @property
     def attempts_df(self) -> pd.DataFrame:
         """One row per attempt: timings (s since the call start), status, framing, outcome."""
-        rows = []
-        for a in self.attempts:
-            o = a.outcome or Outcome("connect", "cancelled")
-            rows.append(
-                {
-                    "attempt": a.index,
-                    "request_id": a.request_id,
-                    "wait_before": a.wait_before,
-                    "start": self._t(a.start_ns),
-                    "connected": self._t(a.connected_ns),
-                    "headers": self._t(a.headers_ns),
-                    "first_chunk": self._t(a.first_chunk_ns),
-                    "first_event": self._t(a.first_event_ns),
-                    "end": self._t(a.end_ns),
-                    "status": a.status,
-                    "framing": a.framing,
-                    "chunks_received": a.chunks_received,
-                    "events_received": a.events_received,
-                    "bytes_received": a.bytes_received,
-                    "first_event_type": a.first_event_type,
-                    "saw_terminator": a.saw_terminator,
-                    "phase": o.phase,
-                    "cause": o.cause,
-                    "ok": o.ok,
-                    "message": o.message,
-                }
-            )
-        return pd.DataFrame(rows)
+        return self._view("attempts")
 
     def summary(self) -> pd.Series:
-        """The named metrics of :data:`METRICS` for this call (a Series; see ``METRICS`` for definitions)."""
-        a = self.attempts[-1] if self.attempts else None
-        gaps = self.chunks
-        if a is not None and len(gaps):
-            mine = gaps[gaps["attempt"] == a.index]["gap"].dropna()
-            max_gap = float(mine.max()) if len(mine) else float("nan")
-        else:
-            max_gap = float("nan")
-        values = {
-            "ttfb_s": self._t(a.headers_ns) if a else float("nan"),
-            "first_chunk_s": self._t(a.first_chunk_ns) if a else float("nan"),
-            "first_event_s": self._t(a.first_event_ns) if a else float("nan"),
-            "duration_s": self.duration,
-            "bytes": a.bytes_received if a else 0,
-            "chunks": a.chunks_received if a else 0,
-            "events": a.events_received if a else 0,
-            "max_gap_s": max_gap,
-            "attempts": len(self.attempts),
-        }
+        """The call metrics of :data:`METRICS` for this call (a Series; see ``METRICS`` for definitions)."""
+        row = self._tables()["trials"].iloc[0]
+        values = {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in CALL_METRICS}
         return pd.Series(values, name=self.label or "trace", dtype="object")
 
     def vantage(self, proxy: Any = None) -> pd.DataFrame:
@@ -422,20 +393,3 @@ class Trace:
             f"attempts={len(self.attempts)} chunks={sum(a.chunks_received for a in self.attempts)} "
             f"{self.duration:.3f}s>"
         )
-
-
-def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
-    if not frames:
-        return pd.DataFrame(
-            {
-                c: pd.Series(
-                    dtype="float64"
-                    if c in ("t", "t_attempt", "gap")
-                    else "int64"
-                    if c not in ("request_id", "type")
-                    else "object"
-                )
-                for c in columns
-            }
-        )
-    return pd.concat(frames, ignore_index=True)[columns]

@@ -703,13 +703,7 @@ class SweepPanel(w.VBox):
         if self.result is None:
             return
         ids = set(self.cell_trials(x, y)["trial_id"])
-        r = self.result
-        sub = type("CellResult", (), {})()
-        for name in ("trials", "attempts", "chunks", "events", "server"):
-            df = getattr(r, name)
-            setattr(sub, name, df[df["trial_id"].isin(ids)] if "trial_id" in df else df)
-        sub.proxy = None
-        chart = charts.timeline(sub)
+        chart = charts.timeline(self.result.select(ids))
         title = f"Timelines of the cell {self.x.value}={x}" + (
             f", {self.y.value}={y}" if self.y.value != self.x.value else ""
         )

@@ -219,7 +219,7 @@ def test_an_1800_trial_bundle_is_small(tmp_path):
         trials=30,
     )
     records = _synthetic_records(1800, 50, exp)
-    result = kit.Result.from_records(exp, records)
+    result = exp.result_of(records)
     path = result.save(tmp_path / "big")
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     assert size < 10 * 1024 * 1024, size

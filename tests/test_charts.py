@@ -169,6 +169,21 @@ def test_a_bare_million_row_chunks_dataframe():
         _spec(f(big))
 
 
+def test_result_fixture_labels_each_trace_with_its_own_cell(result):
+    t = result.trials
+    assert t["cell"].nunique() == 4
+    assert list(t["scenario"]) == ["ok", "slow_first_byte", "stall_mid_stream", "close_mid_stream"]
+    assert list(t["policy.first_chunk"].fillna(-1)) == [1.0, 0.3, -1, -1]
+
+
+def test_timeline_of_a_result_draws_each_trials_own_deadline(result):
+    rows = [r for d in _datasets(_spec(kc.timeline(result))) for r in d]
+    limits = {r["row"]: (r["seconds"], r["fired"]) for r in rows if r.get("limit") == "first_chunk"}
+    # slow_first_byte's own 0.3 s limit fired; ok's 1 s was met (not everyone's the first trace's 1 s)
+    assert limits["slow_first_byte #1"] == (0.3, True)
+    assert limits.get("ok #1", (1.0, False)) == (1.0, False) and set(limits) <= {"ok #1", "slow_first_byte #1"}
+
+
 def test_timeline_draws_the_fired_deadline_and_the_fault(traces):
     spec = _spec(kc.timeline([traces["slow"], traces["close"]]))
     rows = [r for d in _datasets(spec) for r in d]

@@ -218,7 +218,7 @@ def test_ctrl_c_keeps_finished_trials(server, tmp_path):
 
 
 def test_a_crash_leaves_a_recoverable_journal(server, tmp_path):
-    from kit.experiment import CONFIG_FILE, trace_record, trial_id
+    from kit.experiment import CONFIG_FILE, trial_id
 
     exp = Experiment(scenarios=[kit.Scenario(events=3, gap=0.0)], trials=4, seed=3)
     done = exp.run(2, server=server, progress=False)
@@ -230,7 +230,7 @@ def test_a_crash_leaves_a_recoverable_journal(server, tmp_path):
     for t in range(4):
         tid = trial_id(0, t)
         trace = kit.stream(server.url_for(exp.cells[0].scenario), trial=str(exp.seed_of(tid)))
-        lines.append(json.dumps(trace_record(trace, tid, 0, t, exp.seed_of(tid))))
+        lines.append(json.dumps(trace.to_record(tid, 0, t, exp.seed_of(tid)).to_dict()))
     (crashed / JOURNAL).write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # the last line half-written
     with pytest.raises(kit.BundleError, match="recover=True"):
         kit.load(crashed)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import kit
 from kit._cli_run import load_config
-from kit.experiment import trace_record, trial_id
+from kit.experiment import trial_id
 from kit.network import Network
 
 SETTINGS = settings(
@@ -251,7 +251,7 @@ def bundle(experiment, server, tmp_path_factory):
     for t in range(2):
         seed = experiment.seed_of(trial_id(0, t))
         trace = kit.stream(server.url_for(cell.scenario), policy=cell.policy, trial=str(seed))
-        lines.append(json.dumps(trace_record(trace, trial_id(0, t), 0, t, seed)))
+        lines.append(json.dumps(trace.to_record(trial_id(0, t), 0, t, seed).to_dict()))
     (crashed / "trials.jsonl").write_text("\n".join(lines) + "\n")
     assert len(kit.load(crashed, recover=True).trials) == 2
     return base

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 import kit
-from kit.experiment import trace_record
 
 KEY = "sk-ant-api03-FAKEKEYFAKEKEY0123456789"  # looks like a provider key: redacted anywhere in text
 SECRET = "kit-secret-7f3a9c51"  # looks like nothing: must be caught by where it is (header name, query name)
@@ -83,7 +82,7 @@ def test_no_secret_in_any_saved_file(server, tmp_path):
     single.save(tmp_path / "single-csv", format="csv")
     result.to_har(tmp_path / "har" / "run.har") if (tmp_path / "har").mkdir() is None else None
     trace.to_har(tmp_path / "har" / "trace.har")
-    (tmp_path / "journal.jsonl").write_text(json.dumps(trace_record(trace, "x", 0, 0, 0)))
+    (tmp_path / "journal.jsonl").write_text(json.dumps(trace.to_record("x", 0, 0, 0).to_dict()))
     kit.from_har(tmp_path / "har" / "trace.har").save(tmp_path / "from-har")
     try:
         from kit.report import write_report
@@ -236,7 +235,7 @@ def test_what_an_upstream_reflects_is_scrubbed_everywhere(tmp_path, mode):
     result = kit.Result.from_traces([trace, *sdk_traces], ids=["t", "sdk"][: 1 + len(sdk_traces)])
     result.save(tmp_path / "bundle")
     result.to_har(tmp_path / "r.har")
-    (tmp_path / "journal.jsonl").write_text(json.dumps(trace_record(trace, "x", 0, 0, 0)))
+    (tmp_path / "journal.jsonl").write_text(json.dumps(trace.to_record("x", 0, 0, 0).to_dict()))
     needles = (secret_header, secret_query, PLAIN)
     for t in (trace, *sdk_traces):
         for a in t.attempts:

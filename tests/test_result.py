@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import kit
-from kit.result import STREAM_METRICS, TRIAL_HEAD, TRIAL_TAIL
+from kit.tables import CALL_METRICS, STREAM_METRICS, TRIAL_HEAD, TRIAL_TAIL
 
 STEADY = kit.Scenario(events=10, gap=0.02, name="steady")
 
@@ -51,17 +51,8 @@ def test_tables_match_the_trace_views(server):
     pd.testing.assert_frame_equal(a, trace.attempts_df, check_dtype=False)
     s = trace.summary()
     row = r.trials.iloc[0]
-    for k in (
-        "ttfb_s",
-        "first_chunk_s",
-        "first_event_s",
-        "duration_s",
-        "bytes",
-        "chunks",
-        "events",
-        "max_gap_s",
-        "attempts",
-    ):
+    assert list(s.index) == list(CALL_METRICS)
+    for k in CALL_METRICS:
         assert row[k] == pytest.approx(s[k]), k
 
 
@@ -96,3 +87,45 @@ def test_repr_and_experiment(result):
     assert "16 trials in 4 cells, 8 ok" in repr(result)
     assert result.complete
     assert result.experiment.trials == 4 and len(result.cells) == 4
+
+
+def test_from_traces_gives_each_scenario_and_policy_its_own_cell(server):
+    a = kit.stream(server.url_for(STEADY), policy=kit.Policy(first_chunk=1))
+    b = kit.stream(server.url_for("headers_then_close"), policy=kit.Policy(first_chunk=0.3))
+    c = kit.stream(server.url_for(STEADY), policy=kit.Policy(first_chunk=1))
+    r = kit.Result.from_traces([a, b, c], ids=["a", "b", "c"])
+    t = r.trials.set_index("trial_id")
+    assert t.loc["a", "cell"] == t.loc["c", "cell"] != t.loc["b", "cell"]
+    assert list(t.loc[["a", "b", "c"], "scenario"]) == ["steady", "headers_then_close", "steady"]
+    assert list(t.loc[["a", "b", "c"], "policy.first_chunk"]) == [1.0, 0.3, 1.0]
+    assert t.loc["b", "policy"] == "first_chunk=0.3s" and t.loc["b", "cause"] == "closed"
+    assert list(t.loc[["a", "c"], "trial"]) == [0, 1]
+    assert len(r.cells) == 2 and set(r.cells["scenario"]) == {"steady", "headers_then_close"}
+    # the same cell content gets the same key as in an experiment
+    exp = kit.Experiment(cells=[(STEADY, None, kit.Policy(first_chunk=1))])
+    assert r.meta["cells"][0]["key"] == exp.cells[0].key
+
+
+def test_select_keeps_the_rows_of_the_chosen_trials(result):
+    ids = list(result.trials["trial_id"].iloc[[0, 5]])
+    sub = result.select(ids)
+    assert list(sub.trials["trial_id"]) == ids
+    for name in ("attempts", "chunks", "events", "server", "connection"):
+        assert set(sub.tables[name]["trial_id"]) <= set(ids), name
+        assert len(sub.tables[name]) == result.tables[name]["trial_id"].isin(ids).sum(), name
+    assert sub.complete and sub.config == result.config
+    assert {c["cell"] for c in sub.meta["cells"]} == set(sub.trials["cell"])
+    assert len(result.select([]).trials) == 0
+
+
+def test_trace_record_round_trips(server):
+    import json
+
+    trace = kit.stream(server.url_for(STEADY))
+    rec = trace.to_record("x", 2, 3, 4)
+    again = kit.records.TrialRecord.from_dict(json.loads(json.dumps(rec.to_dict())))
+    assert again == rec and all(isinstance(e, kit.records.ServerLogEntry) for e in again.attempts[0].server)
+    back = kit.Trace.from_record(again)
+    assert back.outcome == trace.outcome and back.label == "x"
+    for name in ("chunks", "events", "server", "connection", "attempts_df"):
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(trace, name), obj=name)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ConfigError
+from ..tables import build, traces_to_records
 
 LIMITS = ("connect", "headers", "first_chunk", "idle", "total")
 # Server log kinds that mark where a fault acted (see kit/server.py ServerLogEntry).
@@ -69,61 +70,11 @@ def _unique_labels(traces: Sequence[Any]) -> list[str]:
     return labels
 
 
-def _flat(prefix: str, d: dict[str, Any] | None) -> dict[str, Any]:
-    """Scalar fields of a to_dict() as ``prefix.field`` columns (lists and dicts skipped)."""
-    out: dict[str, Any] = {}
-    for k, v in (d or {}).items():
-        if v is None or isinstance(v, (bool, int, float, str)):
-            out[f"{prefix}.{k}"] = v
-    return out
-
-
 def from_traces(traces: Sequence[Any]) -> Tables:
-    labels = _unique_labels(traces)
-    chunks, attempts, server, trials, events = [], [], [], [], []
-    start_ns: dict[str, int] = {}
-    for label, tr in zip(labels, traces, strict=True):
-        start_ns[label] = tr.start_ns
-        c = tr.chunks
-        if len(c):
-            chunks.append(c.assign(trial_id=label))
-        e = tr.events
-        if len(e):
-            events.append(e.assign(trial_id=label))
-        a = tr.attempts_df
-        policy = dict(tr.policy or {})
-        if len(a):
-            a = a.assign(trial_id=label, **{f"policy.{k}": policy.get(k) for k in LIMITS})
-            attempts.append(a)
-        s = tr.server
-        if len(s):
-            server.append(s.assign(trial_id=label))
-        summary = tr.summary()
-        o = tr.outcome
-        trials.append(
-            {
-                "trial_id": label,
-                **_flat("scenario", tr.scenario),
-                **_flat("policy", policy),
-                "phase": o.phase,
-                "cause": o.cause,
-                "ok": o.ok,
-                "message": o.message,
-                **{k: summary[k] for k in summary.index},
-            }
-        )
-
-    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-        return pd.concat(frames, ignore_index=True) if frames else _empty()
-
-    return Tables(
-        chunks=cat(chunks),
-        attempts=cat(attempts),
-        server=cat(server),
-        trials=pd.DataFrame(trials) if trials else _empty(),
-        events=cat(events),
-        start_ns=start_ns,
-    )
+    """The tables of single traces (built by :mod:`kit.tables`), trial ids = their unique labels."""
+    records, cells = traces_to_records(traces, _unique_labels(traces))
+    built, _ = build(records, cells)
+    return _from_frames(built.get)
 
 
 def _with_trial(df: Any) -> pd.DataFrame:
@@ -137,20 +88,25 @@ def _with_trial(df: Any) -> pd.DataFrame:
 
 
 def from_result(result: Any) -> Tables:
-    trials = _with_trial(getattr(result, "trials", None))
-    attempts = _with_trial(getattr(result, "attempts", None))
+    return _from_frames(lambda name: getattr(result, name, None))
+
+
+def _from_frames(frame: Any) -> Tables:
+    """Tables from ``frame(name)``, which gives each table of a Result (or None)."""
+    trials = _with_trial(frame("trials"))
+    attempts = _with_trial(frame("attempts"))
     # The policy's limits live in the trials table (flattened); the timeline needs them per attempt.
     limit_cols = [f"policy.{k}" for k in LIMITS if f"policy.{k}" in trials.columns and f"policy.{k}" not in attempts]
     if len(attempts) and limit_cols:
         attempts = attempts.merge(trials[["trial_id", *limit_cols]], on="trial_id", how="left")
-    proxy = getattr(result, "proxy", None)
+    proxy = frame("proxy")
     return Tables(
-        chunks=_with_trial(getattr(result, "chunks", None)),
+        chunks=_with_trial(frame("chunks")),
         attempts=attempts,
-        server=_with_trial(getattr(result, "server", None)),
+        server=_with_trial(frame("server")),
         trials=trials,
         proxy=None if proxy is None else _with_trial(proxy),
-        events=_with_trial(getattr(result, "events", None)),
+        events=_with_trial(frame("events")),
     )
 
 
