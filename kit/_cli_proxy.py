@@ -62,6 +62,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", default="0", help="seed for toxicity rolls and random draws (default 0)")
     parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
     parser.add_argument("--quiet", action="store_true", help="print no per-connection lines")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=1000,
+        help="keep the log of the last N connections in memory (default 1000; memory stays flat)",
+    )
     parser.set_defaults(func=main)
     return parser
 
@@ -95,7 +101,13 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         proxy = NetworkProxy(
-            args.upstream, args.listen, seed=seed, allow_remote=args.allow_remote, on_event=on_event, **kwargs
+            args.upstream,
+            args.listen,
+            seed=seed,
+            allow_remote=args.allow_remote,
+            on_event=on_event,
+            keep=args.keep,
+            **kwargs,
         )
         proxy.start()
     except KitError as exc:
@@ -108,6 +120,6 @@ def main(args: argparse.Namespace) -> int:
         run_until_interrupted()
     finally:
         proxy.stop()
-    count = len(proxy.connections())
+    count = proxy.connections_seen
     print(f"kit proxy stopped after {count} connection{'s' if count != 1 else ''}", flush=True)
     return 0

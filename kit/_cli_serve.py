@@ -49,6 +49,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless --allow-remote)")
     parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     parser.add_argument("--quiet", action="store_true", help="print no per-request lines")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=1000,
+        help="keep the log of the last N requests in memory (default 1000; memory stays flat)",
+    )
     parser.set_defaults(func=main)
     return parser
 
@@ -72,7 +78,9 @@ def main(args: argparse.Namespace) -> int:
             print(format_request(info, start), flush=True)
 
     try:
-        server = FaultServer(args.host, args.port, allow_remote=args.allow_remote, on_request=on_request).start()
+        server = FaultServer(
+            args.host, args.port, allow_remote=args.allow_remote, on_request=on_request, keep=args.keep
+        ).start()
     except KitError as exc:
         print(f"kit serve: error: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +103,6 @@ def main(args: argparse.Namespace) -> int:
         run_until_interrupted()
     finally:
         server.stop()
-    n = len(server.requests)
+    n = server.requests_seen
     print(f"kit serve stopped after {n} request{'s' if n != 1 else ''}", flush=True)
     return 0

@@ -320,6 +320,7 @@ async def _run_attempt(
     attempt.end_ns = attempt.end_ns or now_ns()
     if attempt.outcome is None:
         attempt.outcome = reader.outcome(attempt)
+    _note_truncation(attempt, policy)
     _scrub_attempt(attempt, secret_values(request.headers.multi_items(), target))
     _attach_server_log(attempt)
 
@@ -375,14 +376,18 @@ class _BodyReader:
         self.line_buf = b""
         self.stop: Outcome | None = None
         self.max_event_bytes = max_event_bytes
+        self.record = True  # False past Policy.max_recorded: events are counted, not recorded
 
     def feed(self, data: bytes, t: int) -> None:
         a = self.attempt
         if self.sse is not None:
             for ev in self.sse.feed(data):
-                a.event_t.append(t)
-                a.event_type.append(ev.event)
-                a.event_size.append(ev.size)
+                if self.record:
+                    a.event_t.append(t)
+                    a.event_type.append(ev.event)
+                    a.event_size.append(ev.size)
+                else:
+                    a.unrecorded_events += 1
                 self._check_sse(ev.event, ev.data)
                 if self.stop is not None:
                     return
@@ -413,19 +418,26 @@ class _BodyReader:
             for line in lines:
                 if not line.strip():
                     continue
-                a.event_t.append(t)
-                a.event_size.append(len(line) + 1)
                 try:
                     obj = safe_json(line)
                 except ValueError:
-                    a.event_type.append("invalid")
+                    self._line(t, len(line) + 1, "invalid")
                     self.stop = Outcome("stream", "malformed", "an NDJSON line that is not JSON")
                     return
                 if isinstance(obj, dict) and "error" in obj:
-                    a.event_type.append("error")
+                    self._line(t, len(line) + 1, "error")
                     self.stop = Outcome("stream", "error_event", _error_text(obj))
                     return
-                a.event_type.append("line")
+                self._line(t, len(line) + 1, "line")
+
+    def _line(self, t: int, size: int, kind: str) -> None:
+        a = self.attempt
+        if self.record:
+            a.event_t.append(t)
+            a.event_size.append(size)
+            a.event_type.append(kind)
+        else:
+            a.unrecorded_events += 1
 
     def _check_sse(self, event: str, data: str) -> None:
         a = self.attempt
@@ -476,10 +488,20 @@ async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, 
     feed = reader.feed
     track = clock.policy.idle is not None
     first = True
+    cap = clock.policy.max_recorded
+    recording = True
     async for data in response.aiter_raw():
         t = now_ns()
-        chunk_t(t)
-        chunk_size(len(data))
+        if recording and cap is not None and len(attempt.chunk_t) + len(attempt.event_t) >= cap:
+            recording = _reached_cap(attempt, reader, clock.policy)
+            if reader.stop is not None:
+                return
+        if recording:
+            chunk_t(t)
+            chunk_size(len(data))
+        else:
+            attempt.unrecorded_chunks += 1
+            attempt.unrecorded_bytes += len(data)
         if first:
             first = False
             clock.enter("stream", t)
@@ -488,6 +510,32 @@ async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, 
         feed(data, t)
         if reader.stop is not None:
             return
+
+
+def _reached_cap(attempt: Attempt, reader: _BodyReader, policy: Policy) -> bool:
+    """Policy.max_recorded reached: stop recording (returns False); with ``on_max_recorded="stop"``, stop reading."""
+    attempt.truncated = True
+    reader.record = False
+    if policy.on_max_recorded == "stop":
+        reader.stop = Outcome(
+            "stream",
+            "cancelled",
+            f"stopped reading after recording {policy.max_recorded:,} chunks and events "
+            "(Policy.max_recorded, on_max_recorded='stop')",
+        )
+    return False
+
+
+def _note_truncation(attempt: Attempt, policy: Policy) -> None:
+    """Say in the outcome's message that the attempt was recorded only in part."""
+    o = attempt.outcome
+    if not attempt.truncated or o is None or "Policy.max_recorded" in o.message:
+        return
+    note = (
+        f"recorded the first {policy.max_recorded:,} chunks and events (Policy.max_recorded), then counted "
+        f"{attempt.unrecorded_chunks:,} chunks and {attempt.unrecorded_events:,} events more"
+    )
+    attempt.outcome = Outcome(o.phase, o.cause, f"{o.message}; {note}" if o.message else note)
 
 
 async def _read_error_body(response: httpx.Response, attempt: Attempt, clock: _Clock) -> bytes:

@@ -22,6 +22,12 @@ the wait before retry ``n`` (0-based) is ``min(backoff_initial * 2**n, backoff_m
 first body byte) says so: the SDKs never do, a watchdog does. ``seed`` makes the jitter
 reproducible.
 
+Recording is bounded: ``max_recorded`` (default 200,000; None: no cap) is how many
+chunks and events one attempt records (each costs ~100 bytes). Past it,
+``on_max_recorded="keep_reading"`` (default) reads on, counting chunks, events and bytes
+without recording each, and ``"stop"`` closes the stream (``stream/cancelled``); either
+way the attempt is marked ``truncated`` and its message says so.
+
 :meth:`Policy.preset` gives policies that mimic real clients (:data:`PRESETS`).
 """
 
@@ -38,6 +44,7 @@ from ._errors import ConfigError
 __all__ = ["PRESETS", "RETRY_AFTER_BEYOND", "RETRYABLE_CAUSES", "Policy"]
 
 _TIMEOUTS = ("connect", "headers", "first_chunk", "idle", "total")
+ON_MAX_RECORDED = ("keep_reading", "stop")
 
 #: causes a policy may list in ``retry_on`` (``ok``, ``http_status``, ``cancelled`` and
 #: ``timeout.total`` are never retried: statuses have their own list, the others end the call)
@@ -127,6 +134,8 @@ class Policy:
     retry_before_first_chunk: bool = False
     retry_mid_stream: bool = False
     seed: int | None = None
+    max_recorded: int | None = 200_000
+    on_max_recorded: str = "keep_reading"
 
     def __post_init__(self) -> None:
         for name in _TIMEOUTS:
@@ -158,6 +167,11 @@ class Policy:
                 raise ConfigError(name, getattr(self, name), "expected True or False")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ConfigError("seed", self.seed, "expected an integer or None")
+        m = self.max_recorded
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ConfigError("max_recorded", m, "expected a number of chunks and events >= 1 (or None: no cap)")
+        if self.on_max_recorded not in ON_MAX_RECORDED:
+            raise ConfigError.unknown("on_max_recorded", self.on_max_recorded, ON_MAX_RECORDED)
 
     # -- construction -------------------------------------------------------------
 

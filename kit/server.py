@@ -82,7 +82,9 @@ class FaultServer:
 
     ``request_timeout`` (s) bounds how long a client may take to send a request
     (slowloris guard: 408). ``requests`` lists every request handled, rejected ones
-    included. ``isolate=True`` runs the server in a child process instead (same API): use it
+    included. ``keep=N`` keeps only the last N requests' log and ``requests`` entries
+    (memory stays flat on a long-running server; ``kit serve`` keeps 1,000); the default
+    keeps everything (call :meth:`clear_log` to forget). ``requests_seen`` counts them all. ``isolate=True`` runs the server in a child process instead (same API): use it
     when one process also drives many concurrent clients, which would otherwise
     delay the server's writes by competing for the interpreter lock.
     """
@@ -97,8 +99,10 @@ class FaultServer:
         isolate: bool = False,
         request_timeout: float = REQUEST_TIMEOUT,
         tls: ssl.SSLContext | None = None,
+        keep: int | None = None,
     ) -> None:
         check_bind("host", host, host, allow_remote, "the fault server")
+        self.keep = _check_keep(keep, isolate)
         if tls is not None and (isolate or not isinstance(tls, ssl.SSLContext)):
             raise ConfigError("tls", tls, "an ssl.SSLContext with a certificate, and isolate=False")
         self.tls = tls  # serve HTTPS: a local stand-in for a provider (see kit.Recorder)
@@ -117,6 +121,7 @@ class FaultServer:
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self.log: list[ServerLogEntry] = []
+        self.requests_seen = 0  # every request handled, also those a `keep` window has dropped
         self._by_request: dict[str, list[ServerLogEntry]] = {}
         self.requests: list[dict[str, Any]] = []
         self._on_request = on_request
@@ -252,6 +257,21 @@ class FaultServer:
 
     # -- logs --------------------------------------------------------------------
 
+    def _trim(self, keep: int) -> None:
+        """Keep the log of the last ``keep`` requests (runs on the server's loop, where entries are appended).
+
+        Lists are trimmed in place: running requests hold their ``append``.
+        """
+        with self._lock:
+            del self.requests[: len(self.requests) - keep]
+            ids = list(self._by_request)
+            for rid in ids[: max(len(ids) - keep, 0)]:
+                del self._by_request[rid]
+            kept = self._by_request.keys()
+            self.log[:] = [e for e in self.log if e.request_id in kept]
+            for key in list(self._attempts)[: max(len(self._attempts) - 4 * keep, 0)]:
+                del self._attempts[key]
+
     def log_for(self, request_id: str) -> list[ServerLogEntry]:
         """The log entries of one request."""
         return list(self._by_request.get(request_id, ()))
@@ -264,6 +284,9 @@ class FaultServer:
 
     def _record_request(self, info: dict[str, Any]) -> None:
         self.requests.append(info)
+        self.requests_seen += 1
+        if self.keep is not None and len(self.requests) >= self.keep + max(self.keep // 2, 1):
+            self._trim(self.keep)
         if self._on_request is not None:
             with contextlib.suppress(Exception):
                 self._on_request(info)
@@ -629,6 +652,16 @@ class _Logger:
         self._append(entry)
         self._append_request(entry)
         self._seq += 1
+
+
+def _check_keep(keep: Any, isolate: bool) -> int | None:
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError("keep", keep, "expected a number of requests >= 1 (or None: keep every log entry)")
+    if isolate:
+        raise ConfigError("keep", keep, "a log window needs isolate=False")
+    return keep
 
 
 ATTEMPT_HEADERS = (("x-kit-attempt", 0), ("x-stainless-retry-count", 1))  # header, offset to a 1-based attempt

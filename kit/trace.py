@@ -128,18 +128,23 @@ class Attempt:
     server_log: list[ServerLogEntry] = field(default_factory=list)
     deadlines: dict[str, float] = field(default_factory=dict)
     proxy_late_s: float | None = None  # the proxy's latest forward of this request against plan
+    # past Policy.max_recorded: chunks, events and bytes counted but not recorded one by one
+    truncated: bool = False
+    unrecorded_chunks: int = 0
+    unrecorded_events: int = 0
+    unrecorded_bytes: int = 0
 
     @property
     def chunks_received(self) -> int:
-        return len(self.chunk_t)
+        return len(self.chunk_t) + self.unrecorded_chunks
 
     @property
     def events_received(self) -> int:
-        return len(self.event_t)
+        return len(self.event_t) + self.unrecorded_events
 
     @property
     def bytes_received(self) -> int:
-        return sum(self.chunk_size)
+        return sum(self.chunk_size) + self.unrecorded_bytes
 
     @property
     def first_event_type(self) -> str | None:

@@ -209,3 +209,37 @@ def test_misuse_raises_config_error(server, kwargs, field):
 def test_bad_url_raises_config_error():
     with pytest.raises(kit.ConfigError):
         kit.stream("ftp://example.invalid/x")
+
+
+# ------------------------------------------- issue 14 item 14: recording is bounded per call
+
+
+FAST = kit.Scenario(events=20_000, gap=0.0, name="fast-endless")  # fast enough to outrun any recording
+
+
+def test_recording_stops_at_max_recorded_and_the_stream_keeps_being_read(server):
+    trace = kit.stream(server.url_for(FAST), policy=kit.Policy(max_recorded=1000, idle=30))
+    a = trace.attempts[0]
+    assert trace.outcome.ok, trace.outcome  # read to the end: the terminator was seen
+    assert a.truncated and "Policy.max_recorded" in trace.outcome.message
+    assert len(a.chunk_t) + len(a.event_t) < 1000 + 2_000  # the cap, plus what one chunk carried
+    assert a.unrecorded_events > 0 and a.unrecorded_chunks > 0
+    full = kit.stream(server.url_for(FAST), policy=kit.Policy(idle=30)).attempts[0]  # the same body, all recorded
+    assert not full.truncated
+    assert (a.events_received, a.bytes_received) == (full.events_received, full.bytes_received)
+
+
+def test_on_max_recorded_stop_closes_the_stream(server):
+    trace = kit.stream(server.url_for(FAST), policy=kit.Policy(max_recorded=500, on_max_recorded="stop", idle=30))
+    a = trace.attempts[0]
+    assert (trace.outcome.phase, trace.outcome.cause) == ("stream", "cancelled")
+    assert a.truncated and "on_max_recorded='stop'" in trace.outcome.message
+    assert a.events_received < 20_000
+
+
+def test_max_recorded_is_validated():
+    with pytest.raises(kit.ConfigError, match="max_recorded"):
+        kit.Policy(max_recorded=0)
+    with pytest.raises(kit.ConfigError, match="on_max_recorded"):
+        kit.Policy(on_max_recorded="explode")
+    assert kit.Policy().max_recorded == 200_000

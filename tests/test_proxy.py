@@ -733,3 +733,21 @@ def test_url_for_a_scenario_with_the_server_given_by_address() -> None:
         assert url.startswith(proxy.url + "/s/") and kit.stream(url).ok
     with NetworkProxy(upstream=("127.0.0.1", 9)) as proxy, pytest.raises(ConfigError):
         proxy.url_for("ok")  # no fault server there to resolve the preset
+
+
+def test_keep_bounds_the_log_of_a_long_running_proxy(server):
+    import httpx
+
+    with kit.NetworkProxy(upstream=server, keep=10) as proxy:
+        url = proxy.url_for(server.url_for(kit.Scenario(events=2, gap=0.0))) + "/v1/messages"
+        for _ in range(60):  # a new connection each time
+            with httpx.Client() as client:
+                client.post(url, json={"stream": True}).read()
+        deadline = time.monotonic() + 5
+        while proxy.connections_seen < 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proxy.connections_seen == 60
+        kept = {c["conn"] for c in proxy.connections()}
+        assert len(kept) <= 10 + 5 + 1
+        assert set(proxy.forwards_df()["conn"]) <= kept and set(proxy.events_df()["conn"]) <= kept
+        assert max(kept) >= 55  # the newest are kept

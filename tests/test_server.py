@@ -298,3 +298,18 @@ def test_planning_a_big_scenario_does_not_block_other_clients():
     assert quick.outcome.ok and heavy and heavy[0].outcome.ok
     # the quick call finished before the big one even got its headers: planning was off the loop
     assert quick.end_ns < heavy[0].attempts[0].headers_ns
+
+
+def test_keep_bounds_the_log_of_a_long_running_server():
+    sc = kit.Scenario(events=2, gap=0.0)
+    with kit.FaultServer(keep=20) as srv, httpx.Client() as client:
+        url = srv.url_for(sc) + "/v1/messages"
+        for _ in range(200):
+            client.post(url, json={"stream": True}).read()
+        assert srv.requests_seen == 200
+        assert len(srv.requests) < 20 + 10 + 1 and len(srv._by_request) < 31
+        per_request = len(srv.log_for(srv.requests[-1]["request_id"]))
+        assert len(srv.log) <= 31 * per_request
+        assert srv.requests[-1]["request_id"] in srv._by_request  # the newest are kept
+    with pytest.raises(kit.ConfigError, match="keep"):
+        kit.FaultServer(keep=0)

@@ -32,6 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["NetworkProxy"]
 
 
+def _check_keep(keep: Any, isolate: bool) -> int | None:
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError("keep", keep, "expected a number of connections >= 1 (or None: keep every log row)")
+    if isolate:
+        raise ConfigError("keep", keep, "a log window needs isolate=False")
+    return keep
+
+
 def _hostport(field: str, value: object) -> tuple[str, int]:
     """``(host, port)`` from a tuple, ``"host:port"``, ``"[::1]:port"`` or a URL."""
     if isinstance(value, str):
@@ -72,6 +82,10 @@ class NetworkProxy:
 
     ``on_event``: called on the proxy's thread with every connection event dict.
 
+    ``keep=N`` keeps only the last N finished connections and their log rows, so a
+    long-running proxy's memory stays flat (``kit proxy`` keeps 1,000); the default keeps
+    everything (:meth:`clear_log` forgets). ``connections_seen`` counts them all.
+
     ``isolate=True`` runs the proxy in a child process (as ``FaultServer(isolate=True)``
     does the server), so clients in this process cannot make its forwards late by
     holding the interpreter lock; the API is the same (see :mod:`kit.proxy._isolated`).
@@ -99,6 +113,7 @@ class NetworkProxy:
         allow_remote: bool = False,
         isolate: bool = False,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        keep: int | None = None,
         **toxics: Any,
     ) -> None:
         self._upstream_obj = upstream if hasattr(upstream, "address") else None
@@ -137,6 +152,8 @@ class NetworkProxy:
         self._events: list[tuple[Any, ...]] = []
         self._late: dict[str, int] = {}  # kit request id -> its latest forward against plan (ns)
         self._late_dirty: set[str] | None = None  # ids whose lateness changed (kept in a child, to ship)
+        self.keep = _check_keep(keep, isolate)
+        self.connections_seen = 0  # every connection accepted, also those a `keep` window has dropped
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -369,11 +386,26 @@ class NetworkProxy:
 
     def _event(self, row: tuple[Any, ...]) -> None:
         self._events.append(row)
+        if row[2] == "open":
+            self.connections_seen += 1
         if self._on_event is not None:
             try:
                 self._on_event(dict(zip(_views.EVENT_COLUMNS, row, strict=True)))
             except Exception as exc:  # a broken callback must not break the proxy
                 warnings.warn(f"NetworkProxy on_event callback failed: {exc!r}", stacklevel=1)
+        if row[2] == "close" and self.keep is not None and len(self._all) >= self.keep + max(self.keep // 2, 1):
+            self._trim(self.keep)  # after the callback: it may still read this connection's record
+
+    def _trim(self, keep: int) -> None:
+        """Forget the oldest finished connections beyond ``keep`` and their log rows (on the loop, in place)."""
+        finished = [i for i, c in list(self._all.items()) if c.finished]
+        for i in finished[: max(len(self._all) - keep, 0)]:
+            del self._all[i]
+        alive = self._all.keys()
+        self._forwards[:] = [r for r in self._forwards if r[0] in alive]
+        self._events[:] = [r for r in self._events if r[1] in alive]
+        for rid in list(self._late)[: max(len(self._late) - 4 * keep, 0)]:
+            del self._late[rid]
 
     @property
     def log(self) -> list[dict[str, Any]]:
