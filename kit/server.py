@@ -40,6 +40,7 @@ from ._redact import redact_text
 from ._rerun import replace_previous
 from ._safejson import loads as safe_json
 from ._schedule import Response, build_response
+from ._window import check_keep
 from .records import ServerLogEntry
 from .scenarios import PRESETS, Plan, Scenario
 
@@ -102,7 +103,7 @@ class FaultServer:
         keep: int | None = None,
     ) -> None:
         check_bind("host", host, host, allow_remote, "the fault server")
-        self.keep = _check_keep(keep, isolate)
+        self.keep = check_keep(keep, isolate, "requests")
         if tls is not None and (isolate or not isinstance(tls, ssl.SSLContext)):
             raise ConfigError("tls", tls, "an ssl.SSLContext with a certificate, and isolate=False")
         self.tls = tls  # serve HTTPS: a local stand-in for a provider (see kit.Recorder)
@@ -652,16 +653,6 @@ class _Logger:
         self._append(entry)
         self._append_request(entry)
         self._seq += 1
-
-
-def _check_keep(keep: Any, isolate: bool) -> int | None:
-    if keep is None:
-        return None
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ConfigError("keep", keep, "expected a number of requests >= 1 (or None: keep every log entry)")
-    if isolate:
-        raise ConfigError("keep", keep, "a log window needs isolate=False")
-    return keep
 
 
 ATTEMPT_HEADERS = (("x-kit-attempt", 0), ("x-stainless-retry-count", 1))  # header, offset to a 1-based attempt

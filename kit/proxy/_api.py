@@ -21,6 +21,7 @@ from .._bind import check_bind
 from .._errors import ConfigError, KitError, ServerError
 from .._loop import LoopThread
 from .._rerun import replace_previous
+from .._window import check_keep
 from ..network import Network, Toxic, _coerce_toxic, toxics_from_kwargs
 from . import _views
 from ._connection import _Conn
@@ -30,16 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["NetworkProxy"]
-
-
-def _check_keep(keep: Any, isolate: bool) -> int | None:
-    if keep is None:
-        return None
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ConfigError("keep", keep, "expected a number of connections >= 1 (or None: keep every log row)")
-    if isolate:
-        raise ConfigError("keep", keep, "a log window needs isolate=False")
-    return keep
 
 
 def _hostport(field: str, value: object) -> tuple[str, int]:
@@ -152,7 +143,7 @@ class NetworkProxy:
         self._events: list[tuple[Any, ...]] = []
         self._late: dict[str, int] = {}  # kit request id -> its latest forward against plan (ns)
         self._late_dirty: set[str] | None = None  # ids whose lateness changed (kept in a child, to ship)
-        self.keep = _check_keep(keep, isolate)
+        self.keep = check_keep(keep, isolate, "connections")
         self.connections_seen = 0  # every connection accepted, also those a `keep` window has dropped
 
     # -- lifecycle ------------------------------------------------------------------
