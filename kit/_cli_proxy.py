@@ -115,9 +115,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     host, port = proxy.upstream
     print(f"kit proxy listening on {proxy.url} -> {host}:{port}  ({proxy.network.describe()})", flush=True)
-    print("Ctrl-C to stop", flush=True)
-    try:
+    try:  # the banner inside: a Ctrl-C right after it still stops cleanly
+        print("Ctrl-C to stop", flush=True)
         run_until_interrupted()
+    except KeyboardInterrupt:
+        pass
     finally:
         proxy.stop()
     count = proxy.connections_seen

@@ -98,9 +98,11 @@ def main(args: argparse.Namespace) -> int:
         f"OPENAI_BASE_URL={scenario_url(server, 'empty_200', 'openai')}/v1",
         flush=True,
     )
-    print("Ctrl-C to stop", flush=True)
-    try:
+    try:  # the banner inside: a Ctrl-C right after it still stops cleanly
+        print("Ctrl-C to stop", flush=True)
         run_until_interrupted()
+    except KeyboardInterrupt:
+        pass
     finally:
         server.stop()
     n = server.requests_seen
