@@ -80,7 +80,15 @@ def _recorder(conn: Any, upstream: str, ca: str) -> None:
         while True:
             msg = conn.recv()
             if msg == "stats":
-                conn.send({"calls": len(rec.traces), "kept_bytes": rec.kept_bytes, "capped": rec.capped})
+                conn.send(
+                    {
+                        "calls": len(rec.traces),
+                        "kept_bytes": rec.kept_bytes,
+                        "capped": rec.capped,
+                        "cpu_s": time.process_time(),
+                        "reads": [(list(t.attempt.chunk_t), list(t.attempt.chunk_size)) for t in rec.traces],
+                    }
+                )
             else:
                 conn.send(None)
                 return
@@ -168,7 +176,7 @@ def main() -> None:
     sc = kit.Scenario(events=units, gap=0.005, framing="length", name="bench-delay")
     url = register(sc)
     p, conn, rec_url = recorder(url)
-    direct_all, via_all, paired = [], [], []
+    direct_all, via_all, paired, client_reads = [], [], [], []
     for r in range(runs):
         for how in ("direct", "via") if r % 2 == 0 else ("via", "direct"):
             rid = f"d{r}-{how}"
@@ -176,10 +184,18 @@ def main() -> None:
             t, n, _ = asyncio.run(fetch(target, rid, how == "direct"))
             up_parent.send(("log", rid))
             d = _unit_delays(up_parent.recv(), t, n)
+            if how == "via":
+                client_reads.append((t, n))
             (direct_all if how == "direct" else via_all).append(d)
         m = min(len(direct_all[-1]), len(via_all[-1]))
         paired.append(via_all[-1][:m] - direct_all[-1][:m])
+    hop = []  # recorder's read of a chunk (it writes it on at once) -> the client's read of its last byte
+    for (rt, rn), (ct, cn) in zip(stop(p, conn, "stats")["reads"], client_reads, strict=True):
+        idx = np.searchsorted(np.cumsum(cn), np.cumsum(rn), side="left")
+        ok = idx < len(ct)
+        hop.append((np.asarray(ct)[idx[ok]] - np.asarray(rt)[ok]) / 1e9)
     stop(p, conn)
+    hop_all = np.concatenate(hop)
     direct, via, pair = np.concatenate(direct_all), np.concatenate(via_all), np.concatenate(paired)
     print(f"\n## 1. added delay per chunk ({units} units every 5 ms, {runs} runs each, alternating)")
     print(f"direct TLS       : p50 {pct(direct, 50) * 1e6:8.1f} us   p99 {pct(direct, 99) * 1e6:8.1f} us")
@@ -189,26 +205,40 @@ def main() -> None:
         f"p99 {(pct(via, 99) - pct(direct, 99)) * 1e6:8.1f} us"
     )
     print(f"paired per-unit difference: p50 {pct(pair, 50) * 1e6:8.1f} us   p99 {pct(pair, 99) * 1e6:8.1f} us")
+    print(
+        f"recorder read -> client read (the extra hop): p50 {pct(hop_all, 50) * 1e6:8.1f} us   "
+        f"p99 {pct(hop_all, 99) * 1e6:8.1f} us"
+    )
 
     # 2. throughput ----------------------------------------------------------------------
     up_parent.send(("big", mb))
     url = up_parent.recv()
     print(f"\n## 2. throughput of a {mb} MiB body (64 KiB units, no gaps)")
     rates: dict[str, list[float]] = {"direct": [], "via": []}
+    cpu: dict[str, list[float]] = {"direct": [], "via": [], "recorder": []}
     for r in range(max(2, runs // 2) if not args.quick else 1):
         p, conn, rec_url = recorder(url)
+        cpu0 = stop(p, conn, "stats")["cpu_s"]
         for how in ("direct", "via") if r % 2 == 0 else ("via", "direct"):
             target = (url if how == "direct" else rec_url) + "/stream"
+            c0 = time.process_time()
             t, n, h = asyncio.run(fetch(target, f"t{r}-{how}", how == "direct"))
+            cpu[how].append(time.process_time() - c0)
             secs = (t[-1] - h) / 1e9
             rates[how].append(sum(n) / secs / 1e6)
         stats = stop(p, conn, "stats")
+        cpu["recorder"].append(stats["cpu_s"] - cpu0)
         stop(p, conn)
     d, v = statistics.median(rates["direct"]), statistics.median(rates["via"])
     print(f"direct TLS       : {d:8.1f} MB/s  (runs: {', '.join(f'{x:.0f}' for x in rates['direct'])})")
     print(f"through recorder : {v:8.1f} MB/s  (runs: {', '.join(f'{x:.0f}' for x in rates['via'])})")
     print(
         f"ratio            : {v / d:8.2f}   (recorder kept {stats['kept_bytes'] / 1e6:.0f} MB, capped={stats['capped']})"
+    )
+    med = {k: statistics.median(x) for k, x in cpu.items()}
+    print(
+        f"CPU seconds per {mb} MiB (load-independent): client direct (TLS) {med['direct']:.2f}, "
+        f"recorder (TLS in, plain out, keeps bytes) {med['recorder']:.2f}, client via recorder {med['via']:.2f}"
     )
 
     # 3. replay timing error -------------------------------------------------------------

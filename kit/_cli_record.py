@@ -41,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("-o", "--out", required=True, metavar="FOLDER", help="where to save the recording")
     parser.add_argument("--ca", default=None, metavar="FILE", help="PEM file of a private CA that signs upstream")
-    parser.add_argument("--max-bytes", default="256MiB", help="body bytes to keep in all (default 256MiB)")
+    parser.add_argument("--max-bytes", default="128MiB", help="body bytes to keep in all (default and most 128MiB)")
     parser.add_argument("--idle-timeout", default=None, type=float, help="give up on a silent upstream after N s")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing recording folder")
     parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")

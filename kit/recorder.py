@@ -47,12 +47,13 @@ from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from .client import ERROR_BODY_LIMIT, _BodyReader, _framing, _ssl_context, _status_message
+from .replay import MAX_REPLAY_BYTES
 from .server import _reset, _watch_disconnect
 from .trace import Attempt, Outcome, Trace
 
 __all__ = ["DEFAULT_MAX_BYTES", "RecordedAttempt", "Recorder"]
 
-DEFAULT_MAX_BYTES = 256 << 20  # body bytes kept per recorder; a replay holds them in memory
+DEFAULT_MAX_BYTES = MAX_REPLAY_BYTES  # body bytes kept per recorder: what one replay may hold
 MAX_REQUEST_BODY = 16 << 20
 REQUEST_BODY_KEPT = 64 << 10  # of the (redacted) request body, in the recording
 _HOP = frozenset(
@@ -125,8 +126,8 @@ class Recorder:
                 raise ConfigError("ca", str(ca), f"a PEM file of CA certificates ({exc})") from None
         else:
             self._verify = _ssl_context()
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ConfigError("max_bytes", max_bytes, "expected a whole number of bytes >= 0")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 <= max_bytes <= MAX_REPLAY_BYTES:
+            raise ConfigError("max_bytes", max_bytes, f"expected a whole number of bytes in [0, {MAX_REPLAY_BYTES:,}]")
         for name, value in (("idle_timeout", idle_timeout), ("connect_timeout", connect_timeout)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
                 raise ConfigError(name, value, "expected seconds > 0" + (" or None" if name == "idle_timeout" else ""))

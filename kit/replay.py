@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["ENDINGS", "MAX_REPLAY_BYTES", "MAX_REPLAY_CHUNKS", "Replay", "safe_headers", "scenario_from"]
 
 ENDINGS = ("end", "close", "reset", "hang")
-MAX_REPLAY_BYTES = 256 << 20  # a replay holds its body in memory (the recorder's default cap, too)
+MAX_REPLAY_BYTES = 128 << 20  # held in memory, and base64 in bundle.json must stay under its 256 MiB limit
 MAX_REPLAY_CHUNKS = 1_000_000
 
 # never replayed: framing the server writes itself, per-connection headers, cookies, secrets, and
