@@ -170,8 +170,14 @@ def test_non_http_bytes_reach_the_client_as_non_http(tls_ca):
             try:
                 conn, _ = listener.accept()
                 with ctx.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(65536)
+                    request = b""
+                    while b"\r\n\r\n" not in request or not request.endswith(b"}"):  # the whole JSON request
+                        data = tls.recv(65536)
+                        if not data:
+                            break
+                        request += data
                     tls.sendall(b"SSH-2.0-OpenSSH_9.6\r\nthis is not http\r\n\r\n")
+                    time.sleep(0.2)  # let the recorder read it all: closing now could reset, not close
             except OSError:
                 return
 
