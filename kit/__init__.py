@@ -8,10 +8,11 @@ from __future__ import annotations
 from . import atlas, evidence, node, records, sdk, tables, vantage  # submodules: kit.atlas.lookup, kit.sdk.run...
 from ._errors import BundleError, ConfigError, KitError, ServerError
 from ._redact import unredact
-from .bundle import compare, load, rerun
+from ._version import __version__ as __version__
 from .client import astream, stream
+from .compare import compare, load, rerun
+from .evidence import from_har
 from .experiment import Experiment
-from .har import from_har
 from .instrument import Instrumented, instrument
 from .network import Network
 from .policy import Policy
@@ -36,8 +37,6 @@ from .scenarios import (
 )
 from .server import FaultServer, ScenarioURL
 from .trace import CAUSES, METRICS, PHASES, Attempt, Outcome, Trace
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CAUSES",

@@ -23,8 +23,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .bundle import load
-    from .har import from_har
+    from .compare import load
+    from .evidence import from_har
     from .report import write_report
 
     result = from_har(args.bundle) if str(args.bundle).lower().endswith(".har") else load(args.bundle)

@@ -135,7 +135,7 @@ def _node_version() -> str | None:
 
 
 def _environment(options: dict[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     versions = {c: sorted({str(v) for v in vs if v}) for c, vs in rows.groupby("client")["client_version"]}
     env: dict[str, Any] = {

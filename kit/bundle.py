@@ -1,4 +1,6 @@
-"""Bundles: a run saved as a folder anyone can reload, rerun and compare.
+"""Bundles: the folder format of a saved run (write it, read its tables back).
+
+:func:`kit.load`, :func:`kit.rerun` and :func:`kit.compare` (:mod:`kit.compare`) build on it.
 
 Layout::
 
@@ -42,10 +44,9 @@ from ._errors import BundleError, ConfigError
 from ._folders import check_target, swap_in
 from ._redact import redact_text, redact_url
 from ._safejson import loads as safe_json
-from .result import Result
 from .tables import TABLES, conform
 
-__all__ = ["SCHEMA_VERSION", "compare", "load", "rerun", "save"]
+__all__ = ["SCHEMA_VERSION", "read", "read_journal", "read_manifest", "save"]
 
 SCHEMA_VERSION = 1
 FORMAT = "kit.bundle"
@@ -125,7 +126,7 @@ def _redacted(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save(
-    result: Result, path: str | Path, *, overwrite: bool = False, format: str = "parquet", redact: bool = True
+    result: Any, path: str | Path, *, overwrite: bool = False, format: str = "parquet", redact: bool = True
 ) -> Path:
     """Write ``result`` as a bundle folder at ``path`` (see the module docstring).
 
@@ -212,7 +213,7 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def _kit_version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -266,16 +267,13 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def load(path: str | Path, *, recover: bool = False) -> Result:
-    """Read the bundle at ``path`` into a :class:`~kit.Result` equal to the one saved.
+def read(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """The tables, config and run metadata of the bundle at ``path`` (``kit.load`` makes the Result).
 
     Checks every table's checksum, row count and columns; any problem raises
-    :class:`~kit.BundleError` naming the file. ``recover=True`` rebuilds a Result from
-    the ``trials.jsonl`` journal of a run that never finished (no ``bundle.json``).
+    :class:`~kit.BundleError` naming the file.
     """
     path = Path(path)
-    if recover and not (path / BUNDLE_JSON).exists():
-        return _recover(path)
     doc = read_manifest(path)
     tables = {}
     for name in TABLES:
@@ -319,7 +317,7 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
         except (ValueError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
             raise BundleError(f"{path / rel}: a column has the wrong type ({exc})") from None
         tables[name] = df
-    return Result(tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)})
+    return tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)}
 
 
 def _required_columns(name: str) -> dict[str, str] | None:
@@ -345,19 +343,17 @@ def _about(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: doc.get(k) for k in keys}
 
 
-def _recover(path: Path) -> Result:
-    from .experiment import CONFIG_FILE, JOURNAL, Experiment
+def read_journal(path: Path, config_file: str, journal_file: str) -> tuple[dict[str, Any], list[Any]]:
+    """The experiment config and trial records (JSON) of a run that never finished.
 
-    cfg_file, journal = path / CONFIG_FILE, path / JOURNAL
+    A half-written last line (a trial in flight) is dropped with a warning; any other
+    bad line raises :class:`~kit.BundleError` naming the file and line.
+    """
+    cfg_file, journal = path / config_file, path / journal_file
     for f in (cfg_file, journal):
         if not f.exists():
             raise BundleError(f"{f}: missing; nothing to recover")
-    try:
-        experiment = Experiment.from_dict(read_json(cfg_file))
-    except BundleError:
-        raise
-    except (ValueError, ConfigError, TypeError, AttributeError) as exc:
-        raise BundleError(f"{cfg_file}: unreadable experiment config ({exc})") from None
+    config = read_json(cfg_file)
     records = []
     lines = journal.read_text(encoding="utf-8").split("\n")
     for i, line in enumerate(lines, 1):
@@ -371,150 +367,7 @@ def _recover(path: Path) -> Result:
             raise
         except ValueError:
             if i == len(lines) or (i == len(lines) - 1 and not lines[-1]):
-                warnings.warn(f"{journal}: dropped a half-written last line (a trial in flight)", stacklevel=2)
+                warnings.warn(f"{journal}: dropped a half-written last line (a trial in flight)", stacklevel=3)
                 continue
             raise BundleError(f"{journal}: line {i} is corrupt") from None
-    meta = {"interrupted": True, "recovered": True, "trials_planned": len(experiment)}
-    try:
-        return experiment.result_of(records, meta=meta)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
-        # a journal line that parses as JSON but is not a trial record
-        raise BundleError(f"{journal}: a record has the wrong shape ({type(exc).__name__}: {exc})") from None
-
-
-# --------------------------------------------------------------- rerun and compare
-
-
-def rerun(
-    path: str | Path,
-    *,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    concurrency: int | None = None,
-    progress: bool = True,
-) -> Result:
-    """Run the experiment stored in the bundle at ``path`` again (same config and seeds).
-
-    Only ``bundle.json`` is read. ``concurrency`` defaults to the original run's.
-    Compare the two with :func:`compare`.
-    """
-    from .experiment import DEFAULT_CONCURRENCY, Experiment
-
-    doc = read_manifest(path)
-    try:
-        experiment = Experiment.from_dict(doc.get("experiment") or {})
-    except ConfigError as exc:
-        raise BundleError(f"{Path(path) / BUNDLE_JSON}: the stored experiment config is invalid ({exc})") from None
-    conc = concurrency or (doc.get("run") or {}).get("concurrency") or DEFAULT_CONCURRENCY
-    return experiment.run(int(conc), out=out, overwrite=overwrite, progress=progress)
-
-
-TIMINGS = ("ttfb_s", "first_chunk_s", "duration_s")
-
-
-def compare(
-    a: Result | str | Path, b: Result | str | Path, *, alpha: float = 0.01, resolution: float = 0.01
-) -> pd.DataFrame:
-    """Do two runs agree, cell by cell? One row per (cell, test), with p-values.
-
-    Cells are matched by content (their scenario, network and policy), so a bundle and
-    its :func:`rerun` line up. Tests:
-
-    - ``outcome``: the proportions of each ``phase/cause``; Fisher's exact test when
-      there are two outcomes, Pearson's chi-square test of the 2 x k table otherwise
-      (``identical`` when both runs have one and the same outcome: p = 1);
-    - ``ttfb_s``, ``first_chunk_s``, ``duration_s``: two-sample Kolmogorov-Smirnov test
-      of the timing distributions with a tolerance of ``resolution`` seconds: the
-      statistic is the largest vertical gap between the two empirical CDFs once either
-      may be shifted right by up to ``resolution`` (a Levy-style distance; scheduler
-      noise below it does not count), and the p-value is the KS distribution's
-      (``scipy.stats.kstwo`` with n*m/(n+m) points, as scipy's asymptotic two-sample
-      KS). ``resolution=0`` is the plain exact ``scipy.stats.ks_2samp``.
-
-    ``agree`` is ``p_value >= alpha``. With many cells some disagreements happen by
-    chance (at ``alpha=0.01``, about 1 test in 100): read the p-values, not just the flag.
-    """
-    from scipy import stats
-
-    a = a if isinstance(a, Result) else load(a)
-    b = b if isinstance(b, Result) else load(b)
-    ka, kb = _cell_keys(a), _cell_keys(b)
-    rows = []
-    for key, cell_a in ka.items():
-        if key not in kb:
-            continue
-        cell_b = kb[key]
-        ta = a.trials[a.trials["cell"] == cell_a]
-        tb = b.trials[b.trials["cell"] == cell_b]
-        labels = ta.iloc[0][["scenario", "network", "policy"]].to_dict() if len(ta) else {}
-        base = {"cell": cell_a, **labels}
-        oa = (ta["phase"] + "/" + ta["cause"]).value_counts()
-        ob = (tb["phase"] + "/" + tb["cause"]).value_counts()
-        cats = sorted(set(oa.index) | set(ob.index))
-        table = np.array([[oa.get(c, 0) for c in cats], [ob.get(c, 0) for c in cats]])
-        if len(ta) == 0 or len(tb) == 0:
-            method, stat, p = "n/a", np.nan, np.nan
-        elif len(cats) == 1:
-            method, stat, p = "identical", 0.0, 1.0
-        elif len(cats) == 2:
-            res = stats.fisher_exact(table)
-            method, stat, p = "fisher", float(res.statistic), float(res.pvalue)
-        else:
-            res = stats.chi2_contingency(table)
-            method, stat, p = "chi2", float(res.statistic), float(res.pvalue)
-        rows.append(
-            {
-                **base,
-                "test": "outcome",
-                "method": method,
-                "n_a": len(ta),
-                "n_b": len(tb),
-                "statistic": stat,
-                "p_value": p,
-            }
-        )
-        for col in TIMINGS:
-            va = ta[col].dropna().to_numpy(dtype="float64")
-            vb = tb[col].dropna().to_numpy(dtype="float64")
-            if len(va) == 0 or len(vb) == 0:
-                method, stat, p = "n/a", np.nan, np.nan
-            elif not resolution:
-                res = stats.ks_2samp(va, vb)
-                method, stat, p = "ks", float(res.statistic), float(res.pvalue)
-            else:
-                stat = _ks_tolerant(va, vb, resolution)
-                p = 1.0 if stat == 0 else float(stats.kstwo.sf(stat, round(len(va) * len(vb) / (len(va) + len(vb)))))
-                method = "ks"
-            rows.append(
-                {**base, "test": col, "method": method, "n_a": len(va), "n_b": len(vb), "statistic": stat, "p_value": p}
-            )
-    cols = ["cell", "scenario", "network", "policy", "test", "method", "n_a", "n_b", "statistic", "p_value"]
-    out = pd.DataFrame(rows, columns=cols)
-    out["agree"] = (out["p_value"] >= alpha) | out["p_value"].isna()
-    out.attrs["alpha"] = alpha
-    out.attrs["unmatched_cells"] = sorted(set(ka) ^ set(kb))
-    return out
-
-
-def _ks_tolerant(a: np.ndarray, b: np.ndarray, tol: float) -> float:
-    """sup over x of F_a(x) - F_b(x + tol) and F_b(x) - F_a(x + tol), at least 0."""
-    a, b = np.sort(a), np.sort(b)
-    xs = np.concatenate([a, b])
-
-    def cdf(s: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return np.searchsorted(s, x, side="right") / len(s)
-
-    d1 = np.max(cdf(a, xs) - cdf(b, xs + tol))
-    d2 = np.max(cdf(b, xs) - cdf(a, xs + tol))
-    return float(max(d1, d2, 0.0))
-
-
-def _cell_keys(r: Result) -> dict[str, int]:
-    cells = r.meta.get("cells")
-    if cells:
-        return {c["key"]: c["cell"] for c in cells}
-    # no keys stored (e.g. a HAR import): match by labels
-    t = r.trials.drop_duplicates("cell")
-    return {
-        f"{s}|{n}|{p}": int(c) for c, s, n, p in zip(t["cell"], t["scenario"], t["network"], t["policy"], strict=True)
-    }
+    return config, records

@@ -52,6 +52,7 @@ __all__ = [
     "REFERENCE_PATH",
     "build_reference",
     "features",
+    "from_har",
     "load_csv",
     "match",
     "reference",
@@ -140,6 +141,20 @@ def _rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, s
         where = f" (column {cols[big]!r})" if big is not None and big < len(cols) else ""
         raise BundleError(f"{path}:{line}: not valid CSV{where}: {exc}") from None
     return cols, rows
+
+
+def from_har(path: str | Path) -> Any:
+    """Read a HAR 1.2 file (a browser's or the kit's) into a :class:`~kit.Result`.
+
+    One trial per entry (``trial_id`` ``e0000``...), one cell per method and URL path;
+    times are on the HAR's wall clock (``t`` columns are seconds since each entry's
+    start). Raises :class:`~kit.BundleError` naming the file if it is not HAR 1.2.
+    """
+    from .har import har_records
+    from .result import Result
+
+    records, cells, meta = har_records(path)
+    return Result.from_records(records, cells, meta=meta)
 
 
 def load_csv(path: str | Path, *, protocol: str = "anthropic") -> Any:
@@ -291,10 +306,8 @@ def _as_result(data: Any) -> Any:
         if p.suffix.lower() == ".csv":
             return load_csv(p)
         if p.suffix.lower() == ".har":
-            from .har import from_har
-
             return from_har(p)
-        from .bundle import load
+        from .compare import load
 
         return load(p)
     raise ConfigError(

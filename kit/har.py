@@ -13,7 +13,7 @@ custom fields, which Chrome DevTools' importer ignores:
 
 Secrets: URLs and headers in a trace are already redacted; they are redacted again here.
 
-Import (:func:`from_har`): any HAR 1.2 (a browser's "Save all as HAR", or the kit's)
+Import (:func:`har_records`; :func:`kit.from_har` makes the Result): any HAR 1.2 (a browser's "Save all as HAR", or the kit's)
 becomes a :class:`~kit.Result` with the same tables: one trial per entry, cells by
 method and URL path. Chunk times come from ``_chunks`` if present; SSE event times from
 ``_eventSourceMessages`` (Chrome records them for ``EventSource`` requests); an
@@ -36,8 +36,11 @@ import pandas as pd
 
 from ._errors import BundleError
 from ._redact import redact_headers, redact_url
+from .protocols import SSEParser
+from .records import AttemptRecord, CellLabels, TrialRecord
+from .tables import build, traces_to_records
 
-__all__ = ["from_har", "result_to_har", "trace_to_har", "validate_har"]
+__all__ = ["har_records", "result_to_har", "tables_to_har", "trace_to_har", "validate_har"]
 
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
@@ -65,30 +68,41 @@ def _anchor(meta: Mapping[str, Any]) -> tuple[int, int]:
 
 def trace_to_har(trace: Any, path: str | Path | None = None) -> dict[str, Any]:
     """HAR 1.2 of one :class:`~kit.Trace` (an entry per attempt); written to ``path`` if given."""
-    from .result import Result
-
-    return result_to_har(Result.from_traces([trace], ids=[trace.label or "trace"]), path)
+    records, cells = traces_to_records([trace], [trace.label or "trace"])
+    return tables_to_har(build(records, cells)[0], {}, path)
 
 
 def result_to_har(
     result: Any, path: str | Path | None = None, *, trial_ids: Iterable[str] | None = None
 ) -> dict[str, Any]:
-    """HAR 1.2 of every attempt of ``result`` (or of ``trial_ids``); written to ``path`` if given."""
-    from . import __version__
+    """HAR 1.2 of every attempt of a :class:`~kit.Result` (or of ``trial_ids``); written to ``path`` if given."""
+    return tables_to_har(result.tables, result.meta, path, trial_ids=trial_ids)
 
-    unix0, perf0 = _anchor(result.meta)
-    attempts = result.attempts
+
+def tables_to_har(
+    tables: Mapping[str, pd.DataFrame],
+    meta: Mapping[str, Any],
+    path: str | Path | None = None,
+    *,
+    trial_ids: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """HAR 1.2 of the attempts in ``tables`` (a Result's, see :mod:`kit.tables`); ``meta`` may hold a clock anchor."""
+    from ._version import __version__
+
+    unix0, perf0 = _anchor(meta)
+    attempts = tables["attempts"]
     if trial_ids is not None:
         attempts = attempts[attempts["trial_id"].isin(list(trial_ids))]
-    chunks = {k: g for k, g in result.chunks.groupby(["trial_id", "attempt"], sort=False)}
-    events = {k: g for k, g in result.events.groupby(["trial_id", "attempt"], sort=False)}
+    chunks = {k: g for k, g in tables["chunks"].groupby(["trial_id", "attempt"], sort=False)}
+    events = {k: g for k, g in tables["events"].groupby(["trial_id", "attempt"], sort=False)}
     conns = {
         k: dict(zip(g["name"], g["t_ns"], strict=True))
-        for k, g in result.connection.groupby(["trial_id", "attempt"], sort=False)
+        for k, g in tables["connection"].groupby(["trial_id", "attempt"], sort=False)
     }
+    trials = tables["trials"]
     protocol = {}
-    if "scenario.protocol" in result.trials.columns:
-        protocol = dict(zip(result.trials["trial_id"], result.trials["scenario.protocol"], strict=True))
+    if "scenario.protocol" in trials.columns:
+        protocol = dict(zip(trials["trial_id"], trials["scenario.protocol"], strict=True))
     entries = []
     empty = pd.DataFrame()
     for a in attempts.itertuples(index=False):
@@ -271,12 +285,12 @@ def _pos(v: Any) -> float:
     return float(v) if isinstance(v, int | float) and v > 0 else 0.0
 
 
-def from_har(path: str | Path) -> Any:
-    """Read a HAR 1.2 file (a browser's or the kit's) into a :class:`~kit.Result`.
+def har_records(path: str | Path) -> tuple[list[TrialRecord], list[CellLabels], dict[str, Any]]:
+    """The trial records, cells and metadata of a HAR 1.2 file (:func:`kit.from_har` makes the Result).
 
     One trial per entry (``trial_id`` ``e0000``...), one cell per method and URL path;
-    times are on the HAR's wall clock (``t`` columns are seconds since each entry's
-    start). Raises :class:`~kit.BundleError` naming the file if it is not HAR 1.2.
+    times are on the HAR's wall clock. Raises :class:`~kit.BundleError` naming the file
+    if it is not HAR 1.2.
     """
     try:
         return _from_har(path)
@@ -302,10 +316,7 @@ def read_har(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _from_har(path: str | Path) -> Any:
-    from .protocols import SSEParser
-    from .records import AttemptRecord, CellLabels, TrialRecord
-    from .result import Result
+def _from_har(path: str | Path) -> tuple[list[TrialRecord], list[CellLabels], dict[str, Any]]:
 
     path = Path(path)
     doc = read_har(path)
@@ -420,4 +431,4 @@ def _from_har(path: str | Path) -> Any:
         "creator": f"{creator.get('name')} {creator.get('version')}",
         "clock_anchor": {"unix_ns": 0, "perf_ns": 0},
     }
-    return Result.from_records(records, list(cells.values()), meta=meta)
+    return records, list(cells.values()), meta

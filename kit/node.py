@@ -27,8 +27,8 @@ import tempfile
 import time
 
 from ._errors import ConfigError, KitError
+from ._sdkrun import SDKRun, ServerCount, resolve
 from .scenarios import Scenario
-from .sdk import SDKRun, _resolve, _ServerCount
 from .server import FaultServer
 
 __all__ = ["PACKAGES", "NodeUnavailable", "ensure_package", "installed", "run", "unavailable"]
@@ -274,7 +274,7 @@ def run(
     version = version_spec or "latest"
     method = METHODS[(family, call)]
     reason = unavailable()
-    url_s, scenario, server = _resolve(url, server, family)
+    url_s, scenario, server = resolve(url, server, family)
     if reason:
         return SDKRun(name, version, method, scenario, url_s, "skipped", message=reason)
     folder, exact = ensure_package(pkg, version)
@@ -293,7 +293,7 @@ def run(
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
     env["NODE_NO_WARNINGS"] = "1"
     env["KIT_NODE_CFG"] = json.dumps(cfg)
-    count = _ServerCount(server, url_s)
+    count = ServerCount(server, url_s)
     t0 = time.monotonic()
     proc = subprocess.Popen(
         ["node", "-e", _RUNNER],

@@ -138,13 +138,6 @@ class Result:
         )
 
     @property
-    def experiment(self) -> Any:
-        """The :class:`~kit.Experiment` this result came from (rebuilt from the stored config)."""
-        from .experiment import Experiment
-
-        return Experiment.from_dict(self.config)
-
-    @property
     def cells(self) -> pd.DataFrame:
         """One row per cell: index, content key and labels."""
         rows = self.meta.get("cells")

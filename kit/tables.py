@@ -33,7 +33,6 @@ import pandas as pd
 from ._params import canonical, content_key, flat_params, label_all
 from .policy import Policy
 from .records import AttemptRecord, CellLabels, TrialRecord
-from .scenarios import Scenario
 
 __all__ = [
     "CALL_METRICS",
@@ -419,8 +418,9 @@ def traces_to_records(
     """Records and cells of single :class:`~kit.Trace` calls, one trial each.
 
     Traces with the same scenario and policy share a cell; each distinct pair gets its
-    own, labelled by its scenario and policy (network ``direct``: a trace does not know
-    its path). ``ids`` (the trial ids) default to the traces' labels.
+    own, labelled by its scenario (the label the client gave the trace) and policy
+    (network ``direct``: a trace does not know its path). ``ids`` (the trial ids)
+    default to the traces' labels.
     """
     traces = list(traces)
     ids = list(ids) if ids is not None else [t.label or f"trace-{i}" for i, t in enumerate(traces)]
@@ -433,11 +433,10 @@ def traces_to_records(
             keys[k] = len(keys)
             firsts.append(t)
         cell_of.append(keys[k])
-    scenarios = [Scenario.from_dict(t.scenario) if t.scenario else None for t in firsts]
     policies = [Policy.from_dict(t.policy) if t.policy else Policy() for t in firsts]
     s_labels = label_all(
         list(range(len(firsts))),
-        lambda i: scenarios[i].label if scenarios[i] is not None else (firsts[i].label or "trace"),
+        lambda i: firsts[i].label or "trace",
         lambda i: firsts[i].scenario or {},
     )
     p_labels = label_all(policies, lambda p: p.label, lambda p: p.to_dict())

@@ -43,7 +43,7 @@ def assert_same(a: kit.Result, b: kit.Result) -> None:
 def test_round_trip_is_equal(result, saved):
     loaded = kit.load(saved)
     assert_same(result, loaded)
-    assert loaded.experiment.to_dict() == result.experiment.to_dict()
+    assert kit.Experiment.from_dict(loaded.config) == kit.Experiment.from_dict(result.config)
     assert len(loaded.proxy) and set(loaded.proxy["network"]) == {"lan"}
     assert loaded.metrics().equals(result.metrics())
 

@@ -288,7 +288,7 @@ def test_corrupt_bundle_json(bundle, data, fmt):
         box.freeze()
         out = documented_only(kit.load, folder)
         if isinstance(out, kit.Result):
-            documented_only(lambda: out.experiment)
+            documented_only(lambda: kit.Experiment.from_dict(out.config))
         box.check()
 
 

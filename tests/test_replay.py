@@ -94,7 +94,7 @@ def test_replay_serializes_like_any_scenario(server):
     assert back == sc and back.key == sc.key and back.replay.body == sc.replay.body
     assert "replay" not in kit.Scenario().to_dict()  # other scenarios' keys do not change
     result = kit.Experiment(scenarios=[sc], trials=2).run(progress=False, server=server)
-    assert result.trials["ok"].all() and result.experiment.scenarios[0] == sc
+    assert result.trials["ok"].all() and kit.Experiment.from_dict(result.config).scenarios[0] == sc
 
 
 def test_chrome_eventstream_export_replays(server, tmp_path):

@@ -86,7 +86,7 @@ def test_outcomes_table(result):
 def test_repr_and_experiment(result):
     assert "16 trials in 4 cells, 8 ok" in repr(result)
     assert result.complete
-    assert result.experiment.trials == 4 and len(result.cells) == 4
+    assert kit.Experiment.from_dict(result.config).trials == 4 and len(result.cells) == 4
 
 
 def test_from_traces_gives_each_scenario_and_policy_its_own_cell(server):
