@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/soak.py --trials 600 --concurrency 50
 
 One process drives every stream (``kit.astream``, one single-connection httpx client per
-worker, as :class:`kit.Experiment` does) against one long-lived FaultServer (``isolate=True``:
-its own process) and long-lived NetworkProxies: one per random network (seeded toxics of
+worker, as :class:`kit.Experiment` does) against one long-lived FaultServer and long-lived
+NetworkProxies, each in its own process (``isolate=True``; ``--in-process`` puts them in
+the driver, as before, for comparison): one proxy per random network (seeded toxics of
 every kind, with random toxicity), one ``probe`` network (a constant latency, to measure
 the proxy's timing error), and the direct path. Trial ``i`` takes scenario ``i % S`` and
 network ``(i // S) % N``, so every pair is covered.
@@ -14,7 +15,12 @@ Measured (printed, and returned by :func:`run_soak`):
 
 - trials/s during the storm;
 - p50/p99 timing error under the storm: the server's ``late_s`` (actual - scheduled write
-  time, from its log) and the probe proxy's forward delay minus its configured latency;
+  time, from its log) and the probe proxy's forward delay minus its configured latency
+  (its added-delay error), and every proxy's ``late_ns`` (sent - what its toxics planned);
+- connect timeouts: no scenario or toxic here asks for one (a proxy accepts at once,
+  whatever its toxics), so every ``timeout.connect`` is the kit's own doing;
+- the kit's own distortion per trial (``trace.fidelity``): p50/p99 of ``kit_added_s`` and
+  of the client loop's lag (one driver process runs every client: the runner's concern);
 - outcomes: every trial recorded exactly once (nothing lost, nothing doubled);
 - leaks, comparing the same quiet state before and after the storm (workers' clients
   closed, logs cleared): file descriptors of this process and of the server's process,
@@ -120,15 +126,27 @@ def _kit_threads() -> list[str]:
 
 
 def _proxy_tasks(proxy: NetworkProxy) -> int:
+    if proxy.isolate:
+        return proxy.child_state()["tasks"]
+
     async def count() -> int:
         return len(asyncio.all_tasks()) - 1  # not this one
 
     return proxy._thread.call(count(), timeout=10)  # type: ignore[union-attr]
 
 
+def _proxy_open(proxy: NetworkProxy) -> int:
+    return proxy.child_state()["open"] if proxy.isolate else len(proxy._open)
+
+
+def _proxy_fds(proxies: dict[str, NetworkProxy]) -> int | None:
+    counts = [p.child_state()["fds"] for p in proxies.values() if p.isolate]
+    return sum(counts) if counts and None not in counts else None
+
+
 def _child_pid(server: kit.FaultServer) -> int | None:
     child = getattr(server, "_child", None)
-    return child._proc.pid if child is not None else None
+    return child.pid if child is not None else None
 
 
 def _release_logs(server: kit.FaultServer, proxies: dict[str, NetworkProxy]) -> None:
@@ -145,13 +163,19 @@ def _state(server: kit.FaultServer, proxies: dict[str, NetworkProxy], memory: bo
         "fds": _fds(),
         "server_fds": _fds(pid) if pid else None,
         "server_rss_mb": _rss_mb(pid) if pid else None,
+        "proxy_fds": _proxy_fds(proxies),
         "threads": _kit_threads(),
         "tasks": len(asyncio.all_tasks()) - 1,
         "proxy_tasks": sum(_proxy_tasks(p) for p in proxies.values()),
-        "proxy_open": sum(len(p._open) for p in proxies.values()),
+        "proxy_open": sum(_proxy_open(p) for p in proxies.values()),
         "traced_mb": tracemalloc.get_traced_memory()[0] / 2**20 if memory else None,
         "rss_mb": _rss_mb(),
     }
+
+
+def causes_of(causes: dict[str, int], cause: str) -> int:
+    """How many trials ended with ``cause`` (in any phase)."""
+    return sum(n for key, n in causes.items() if key.split("/", 1)[1] == cause)
 
 
 # -------------------------------------------------------------------------- driving
@@ -170,6 +194,7 @@ async def _storm(
     doubled: list[int],
     late_ns: list[int],
     progress: bool,
+    fidelity: list[tuple[float, float]] | None = None,
 ) -> float:
     """Run ``plan`` (trial, url, label, policy); returns the wall time."""
     queue: asyncio.Queue[tuple[int, str, str, kit.Policy]] = asyncio.Queue()
@@ -190,6 +215,9 @@ async def _storm(
                 if isolate:
                     await a.await_server_log()
                 late_ns.extend(e.t_ns - e.scheduled_ns for e in a.server_log if e.kind not in ("request",))
+            if fidelity is not None:
+                f = trace.fidelity
+                fidelity.append((f.kit_added_s or 0.0, f.client_lag_s or 0.0))
             if i in outcomes:
                 doubled.append(i)
             o = trace.outcome
@@ -212,7 +240,9 @@ async def _settle(server: kit.FaultServer, proxies: dict[str, NetworkProxy], tar
     pid = _child_pid(server)
     while time.monotonic() < deadline:
         gc.collect()
-        quiet = _fds() <= target["fds"] and sum(len(p._open) for p in proxies.values()) == 0
+        quiet = _fds() <= target["fds"] and sum(_proxy_open(p) for p in proxies.values()) == 0
+        if target.get("proxy_fds") is not None:
+            quiet = quiet and (_proxy_fds(proxies) or 0) <= target["proxy_fds"]
         if pid and target.get("server_fds") is not None:
             quiet = quiet and _fds(pid) <= target["server_fds"]
         if quiet:
@@ -240,9 +270,10 @@ async def arun_soak(
     proxies: dict[str, NetworkProxy] = {}
     try:
         for i, net in enumerate([*nets, probe]):
-            proxies[net.name] = await asyncio.to_thread(
-                NetworkProxy(upstream=server.address, network=net, seed=seed * 1000 + i).start
+            proxies[net.name] = NetworkProxy(
+                upstream=server.address, network=net, seed=seed * 1000 + i, isolate=isolate
             )
+        await asyncio.gather(*(asyncio.to_thread(p.start) for p in proxies.values()))  # children start in parallel
         routes: list[tuple[str, NetworkProxy | None]] = [("direct", None)] + [(n, p) for n, p in proxies.items()]
         urls = {}
         for sc in scs:
@@ -271,17 +302,23 @@ async def arun_soak(
         outcomes: dict[int, tuple[str, str]] = {}
         doubled: list[int] = []
         late_ns: list[int] = []
+        fidelity: list[tuple[float, float]] = []
         storm = plan(10**6, trials)
-        wall = await _storm(storm, concurrency, isolate, outcomes, doubled, late_ns, progress)
+        wall = await _storm(storm, concurrency, isolate, outcomes, doubled, late_ns, progress, fidelity)
         fwd = proxies["probe"].forwards_df()
         fwd = fwd[(fwd["direction"] == "downstream") & ~fwd["dropped"] & (fwd["toxics"] == "latency")]
         proxy_err = (fwd["delay_ns"].astype("float64") / 1e9 - PROBE_LATENCY).to_numpy()
+        planned = [p.forwards_df() for p in proxies.values()]
+        proxy_late = np.concatenate([f["late_ns"].dropna().to_numpy(dtype="float64") / 1e9 for f in planned])
+        kit_added = np.asarray([a for a, _ in fidelity]) if fidelity else np.zeros(1)
+        client_lag = np.asarray([c for _, c in fidelity]) if fidelity else np.zeros(1)
         late = np.asarray(late_ns, dtype="float64") / 1e9
         causes: dict[str, int] = {}
         for phase, cause in outcomes.values():
             causes[f"{phase}/{cause}"] = causes.get(f"{phase}/{cause}", 0) + 1
         recorded, lost, n_doubled = len(outcomes), len(set(range(10**6, 10**6 + trials)) - set(outcomes)), len(doubled)
-        del fwd, storm, late_ns, outcomes, doubled  # the storm's traces, released
+        connect_timeouts = causes_of(causes, "timeout.connect")
+        del fwd, planned, storm, late_ns, outcomes, doubled  # the storm's traces, released
         _release_logs(server, proxies)
         await _settle(server, proxies, before)
         after = _state(server, proxies, memory)
@@ -304,6 +341,7 @@ async def arun_soak(
     leaks = {
         "fds": after["fds"] - before["fds"],
         "server_fds": (after["server_fds"] - before["server_fds"]) if before["server_fds"] is not None else 0,
+        "proxy_fds": (after["proxy_fds"] - before["proxy_fds"]) if before["proxy_fds"] is not None else 0,
         "threads": len(after["threads"]) - len(before["threads"]),
         "tasks": after["tasks"] - before["tasks"],
         "proxy_tasks": after["proxy_tasks"] - before["proxy_tasks"],
@@ -328,6 +366,14 @@ async def arun_soak(
         "proxy_err_p50_ms": float(np.percentile(proxy_err, 50) * 1e3) if len(proxy_err) else float("nan"),
         "proxy_err_p99_ms": float(np.percentile(proxy_err, 99) * 1e3) if len(proxy_err) else float("nan"),
         "proxy_forwards": len(proxy_err),
+        "proxy_late_p50_ms": float(np.percentile(proxy_late, 50) * 1e3),
+        "proxy_late_p99_ms": float(np.percentile(proxy_late, 99) * 1e3),
+        "connect_timeouts": connect_timeouts,
+        "kit_added_p50_ms": float(np.percentile(kit_added, 50) * 1e3),
+        "kit_added_p99_ms": float(np.percentile(kit_added, 99) * 1e3),
+        "client_lag_p50_ms": float(np.percentile(client_lag, 50) * 1e3),
+        "client_lag_p99_ms": float(np.percentile(client_lag, 99) * 1e3),
+        "isolated": isolate,
         "before": before,
         "after": after,
         "leaks": leaks,
@@ -358,9 +404,16 @@ def report(r: dict[str, Any]) -> str:
         f"timing error under storm: server late_s p50 {r['server_late_p50_ms']:.2f} ms, "
         f"p99 {r['server_late_p99_ms']:.2f} ms ({r['server_writes']} writes); "
         f"proxy delay - latency p50 {r['proxy_err_p50_ms']:.2f} ms, p99 {r['proxy_err_p99_ms']:.2f} ms "
-        f"({r['proxy_forwards']} forwards)",
+        f"({r['proxy_forwards']} forwards); every proxy's late_ns (sent - planned) p50 "
+        f"{r['proxy_late_p50_ms']:.2f} ms, p99 {r['proxy_late_p99_ms']:.2f} ms",
+        f"connect timeouts (none asked for): {r['connect_timeouts']}; server and proxies "
+        f"{'each in their own process' if r['isolated'] else 'in the driver process'}",
+        f"kit's own distortion per trial (trace.fidelity): kit_added p50 {r['kit_added_p50_ms']:.1f} ms, "
+        f"p99 {r['kit_added_p99_ms']:.1f} ms; client loop lag p50 {r['client_lag_p50_ms']:.1f} ms, "
+        f"p99 {r['client_lag_p99_ms']:.1f} ms",
         f"leaks found: {len(r['leaks'])} {r['leaks'] or ''}",
         f"  fds {b['fds']} -> {a['fds']}; server fds {b['server_fds']} -> {a['server_fds']}; "
+        f"proxy fds {b['proxy_fds']} -> {a['proxy_fds']}; "
         f"kit threads {len(b['threads'])} -> {len(a['threads'])}; tasks {b['tasks']} -> {a['tasks']}; "
         f"proxy tasks {b['proxy_tasks']} -> {a['proxy_tasks']}; open proxy conns {a['proxy_open']}",
         (
@@ -384,6 +437,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--networks", type=int, default=8, help="random networks (plus direct and the probe)")
     ap.add_argument("--no-tracemalloc", action="store_true", help="faster, but memory is judged by nothing")
+    ap.add_argument("--in-process", action="store_true", help="server and proxies in the driver (the old way)")
     args = ap.parse_args()
     r = run_soak(
         trials=args.trials,
@@ -391,6 +445,7 @@ def main() -> None:
         seed=args.seed,
         n_networks=args.networks,
         memory=not args.no_tracemalloc,
+        isolate=not args.in_process,
     )
     print(report(r))
     ok = not r["leaks"] and not r["lost"] and not r["doubled"] and all(r["healthy_after"].values())

@@ -68,6 +68,7 @@ class Child:
             self._proc.wait(5)
             raise ServerError(f"cannot start the isolated {what}: {payload}")
         self.info = payload
+        self.pid = self._proc.pid
         self._reader = threading.Thread(target=self._read, name=f"kit-{what.replace(' ', '-')}-reader", daemon=True)
         self._reader.start()
 

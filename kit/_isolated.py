@@ -90,6 +90,7 @@ class IsolatedServer:
         config = {"host": host, "port": port, "allow_remote": allow_remote}
         self._child = Child("from kit._isolated import main; main()", config, on_push, "fault server")
         self.address: tuple[str, int] = tuple(self._child.info)  # type: ignore[assignment]
+        self.pid = self._child.pid
 
     def call(self, op: str, payload: Any = None, timeout: float = 30) -> Any:
         return self._child.call(op, payload, timeout)

@@ -10,7 +10,9 @@ Connection events come from httpcore's ``trace`` extension.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import importlib
 import random
 import ssl
 import uuid
@@ -126,18 +128,24 @@ async def astream(
         raise ConfigError("url", url, "expected an http:// or https:// URL")
     body = dict(json_body) if json_body is not None else default_body(protocol)
     scenario = getattr(url, "scenario", None)
+    # Set-up is not latency: what the call needs before its first byte is sent (one-off
+    # imports and TLS context, a client of its own) happens before its clock starts.
+    setup_ns = now_ns()
+    await _warm()
     monitor = LagMonitor.for_running_loop()  # the client's own lag while this call is in flight
-    trace = Trace(
-        url=redact_url(target),
-        protocol=protocol,
-        start_ns=now_ns(),
-        policy=policy.to_dict(),
-        scenario=scenario.to_dict() if scenario is not None else None,
-        label=getattr(scenario, "label", None),
-    )
     own_client = client is None
     if client is None:
         client = httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context())
+    start_ns = now_ns()
+    trace = Trace(
+        url=redact_url(target),
+        protocol=protocol,
+        start_ns=start_ns,
+        policy=policy.to_dict(),
+        scenario=scenario.to_dict() if scenario is not None else None,
+        label=getattr(scenario, "label", None),
+        setup_s=(start_ns - setup_ns) / 1e9,
+    )
     try:
         rng = random.Random(seed if seed is not None else policy.seed)
         wait = 0.0
@@ -170,6 +178,27 @@ async def astream(
 def _ssl_context() -> ssl.SSLContext:
     """httpx's default verifying context, built once: building it costs ~30 ms per client."""
     return httpx.create_ssl_context()
+
+
+# modules httpx and httpcore import on a client's first request, not at import time
+_LAZY_IMPORTS = ("httpcore", "sniffio", "anyio", "anyio._backends._asyncio", "httpcore._backends.anyio")
+_warmed = False
+
+
+async def _warm() -> None:
+    """The client's one-off set-up, once per process: 50-300 ms that the first call's
+    TTFB would otherwise count (the TLS context and its CA bundle, the modules httpx
+    loads lazily on its first request, a first client built and closed)."""
+    global _warmed
+    if _warmed:
+        return
+    _ssl_context()
+    for name in _LAZY_IMPORTS:
+        with contextlib.suppress(ImportError):  # another httpx/httpcore version: less to warm
+            importlib.import_module(name)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context()):
+        pass
+    _warmed = True
 
 
 def _new_attempt(trace: Trace, index: int, method: str, target: str, wait_before: float = 0.0) -> Attempt:

@@ -51,7 +51,9 @@ TABLES = ("trials", "attempts", "chunks", "events", "server", "connection", "pro
 # The metric glossary: every named metric the kit reports, defined once.
 METRICS: dict[str, str] = {
     "ttfb_s": "TTFB: call start to the response headers (status line) of the last attempt, s. "
-    "Like a browser's 'waiting (TTFB)' but measured from the call start, retries included.",
+    "Like a browser's 'waiting (TTFB)' but measured from the call start, retries included. The call "
+    "starts after the client's set-up (Trace.setup_s: one-off TLS context and imports, building its "
+    "client), which is not latency.",
     "first_chunk_s": "time to first chunk: call start to the first body byte of the last attempt, s "
     "(vLLM/genai-perf 'TTFT' measured at the HTTP body rather than the first token).",
     "first_event_s": "time to first event: call start to the first parsed SSE event (or NDJSON line) "

@@ -221,6 +221,7 @@ class Trace:
     scenario: dict[str, Any] | None = None
     label: str | None = None
     client_lag_s: float | None = None  # the most the client's loop ran late during the call
+    setup_s: float = 0.0  # the client's set-up before start_ns (one-off warm-up, building a client)
 
     # -- outcome -----------------------------------------------------------------
 
