@@ -46,6 +46,7 @@ from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
+from ._rerun import replace_previous
 from .client import ERROR_BODY_LIMIT, _BodyReader, _framing, _ssl_context, _status_message
 from .replay import MAX_REPLAY_BYTES
 from .server import _reset, _watch_disconnect
@@ -158,6 +159,7 @@ class Recorder:
         """Start listening; returns once the port is bound."""
         if self._server is not None:
             return self
+        replace_previous(self)  # a rerun notebook cell stops the recorder its last run started
         self._thread.start()
         try:
             self._thread.call(self._astart())
@@ -463,7 +465,7 @@ class Recorder:
             # cut the client's body short the same way: RST for a reset, else a close mid-body
             _reset(writer.transport) if a.outcome.cause == "reset" or is_reset(exc) else writer.close()
             return False
-        if chunked:
+        if chunked and a.method != "HEAD" and a.status not in (204, 304):
             transport.write(b"0\r\n\r\n")
         if a.status is not None and a.status >= 400:
             a.outcome = Outcome("headers", "http_status", redact_text(_status_message(a.status, bytes(error_body))))

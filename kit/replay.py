@@ -51,7 +51,6 @@ _UNSAFE = frozenset(
         "keep-alive",
         "transfer-encoding",
         "content-length",
-        "content-encoding",
         "te",
         "trailer",
         "upgrade",
