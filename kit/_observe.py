@@ -40,6 +40,7 @@ def finish_attempt(
     exc: BaseException | None,
     pre_header_phase: str,
     max_event_bytes: int | None = 16 * 1024 * 1024,
+    reader: _BodyReader | None = None,
 ) -> None:
     """Fill ``attempt``'s events and outcome from its recorded chunks (times already in ``chunk_t``).
 
@@ -56,11 +57,12 @@ def finish_attempt(
     if status >= 400:
         attempt.outcome = Outcome("headers", "http_status", _status_message(status, b"".join(data)[: 64 * 1024]))
         return
-    reader = _BodyReader(attempt, max_event_bytes)
-    for t, chunk in zip(attempt.chunk_t, data, strict=False):
-        reader.feed(chunk, t)
-        if reader.stop is not None:
-            break
+    if reader is None:  # else the body was parsed as it came (it outgrew what is held)
+        reader = _BodyReader(attempt, max_event_bytes)
+        for t, chunk in zip(attempt.chunk_t, data, strict=False):
+            reader.feed(chunk, t)
+            if reader.stop is not None:
+                break
     if reader.stop is not None:
         attempt.outcome = reader.stop
     elif how == "raised" and exc is not None:

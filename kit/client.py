@@ -349,7 +349,7 @@ async def _run_attempt(
     attempt.end_ns = attempt.end_ns or now_ns()
     if attempt.outcome is None:
         attempt.outcome = reader.outcome(attempt)
-    _note_truncation(attempt, policy)
+    _note_truncation(attempt, policy.max_recorded)
     _scrub_attempt(attempt, secret_values(request.headers.multi_items(), target))
     _attach_server_log(attempt)
 
@@ -555,13 +555,13 @@ def _reached_cap(attempt: Attempt, reader: _BodyReader, policy: Policy) -> bool:
     return False
 
 
-def _note_truncation(attempt: Attempt, policy: Policy) -> None:
+def _note_truncation(attempt: Attempt, cap: int | None) -> None:
     """Say in the outcome's message that the attempt was recorded only in part."""
     o = attempt.outcome
     if not attempt.truncated or o is None or "Policy.max_recorded" in o.message:
         return
     note = (
-        f"recorded the first {policy.max_recorded:,} chunks and events (Policy.max_recorded), then counted "
+        f"recorded the first {cap:,} chunks and events (Policy.max_recorded), then counted "
         f"{attempt.unrecorded_chunks:,} chunks and {attempt.unrecorded_events:,} events more"
     )
     attempt.outcome = Outcome(o.phase, o.cause, f"{o.message}; {note}" if o.message else note)

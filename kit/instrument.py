@@ -54,16 +54,58 @@ _SKIP = ("http11.receive_response_body", "http2.receive_response_body")  # chunk
 class _Observed:
     """One attempt in flight: its chunks (kept by reference) and how it ended."""
 
-    __slots__ = ("attempt", "data", "exc", "how", "phase", "secrets", "trace")
+    __slots__ = ("attempt", "data", "exc", "held", "how", "limits", "phase", "reader", "secrets", "trace")
 
-    def __init__(self, attempt: Attempt, trace: Trace, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        attempt: Attempt,
+        trace: Trace,
+        secrets: tuple[str, ...] = (),
+        limits: tuple[Any, ...] = (None, None, None),
+    ) -> None:
         self.attempt = attempt
         self.trace = trace
         self.secrets = secrets  # the request's own secret values, scrubbed from what comes back
         self.data: list[bytes] = []
+        self.held = 0  # bytes in ``data``
+        self.limits = limits  # (max_recorded, max_held_bytes, max_event_bytes)
+        self.reader: Any = None  # past max_held_bytes: chunks are parsed as they come, not held
         self.how = "open"
         self.exc: BaseException | None = None
         self.phase = "connect"
+
+    def take(self, chunk: bytes, t: int) -> None:
+        """Record one body chunk: held until the traces are read, or parsed at once past the byte limit."""
+        a = self.attempt
+        max_recorded, max_held, max_event_bytes = self.limits
+        if max_recorded is not None and len(a.chunk_t) + len(a.event_t) >= max_recorded:
+            a.truncated = True
+            a.unrecorded_chunks += 1
+            a.unrecorded_bytes += len(chunk)
+            if self.reader is not None:
+                self.reader.record = False
+        else:
+            a.chunk_t.append(t)
+            a.chunk_size.append(len(chunk))
+        if self.reader is not None:
+            if self.reader.stop is None:
+                self.reader.feed(chunk, t)
+            return
+        if (a.status or 0) >= 400:  # an error body: its start is the message
+            if self.held < 64 * 1024:
+                self.data.append(chunk)
+                self.held += len(chunk)
+            return
+        self.data.append(chunk)
+        self.held += len(chunk)
+        if max_held is not None and self.held > max_held:
+            from .client import _BodyReader
+
+            self.reader = _BodyReader(a, max_event_bytes)
+            for ct, c in zip(a.chunk_t, self.data, strict=False):
+                if self.reader.stop is None:
+                    self.reader.feed(c, ct)
+            self.data, self.held = [], 0
 
     def on_event(self, name: str) -> None:
         if name.startswith(_SKIP):
@@ -89,10 +131,20 @@ class Instrumented:
     forgets them; :meth:`uninstrument` puts the client's transports back.
     """
 
-    def __init__(self, client: Any, *, link: bool, max_event_bytes: int | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        link: bool,
+        max_event_bytes: int | None,
+        max_recorded: int | None = 200_000,
+        max_held_bytes: int | None = 64 * 1024 * 1024,
+    ) -> None:
         self.client = client
         self.link = link
         self.max_event_bytes = max_event_bytes
+        self.max_recorded = max_recorded
+        self.max_held_bytes = max_held_bytes
         self._traces: list[Trace] = []
         self._pending: list[_Observed] = []
         self._lock = threading.Lock()
@@ -123,12 +175,14 @@ class Instrumented:
     def _finish(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, [o for o in self._pending if o.how == "open"]
-        from .client import _attach_server_log, _scrub_attempt
+        from .client import _attach_server_log, _note_truncation, _scrub_attempt
 
         for o in pending:
             if o.how == "open":
                 continue
-            finish_attempt(o.attempt, o.data, o.how, o.exc, o.phase, self.max_event_bytes)
+            finish_attempt(o.attempt, o.data, o.how, o.exc, o.phase, self.max_event_bytes, reader=o.reader)
+            o.reader = None
+            _note_truncation(o.attempt, self.max_recorded)
             o.data = []
             _scrub_attempt(o.attempt, o.secrets)
             _attach_server_log(o.attempt)
@@ -162,7 +216,8 @@ class Instrumented:
                 wait_before=wait,
             )
             trace.attempts.append(attempt)
-            obs = _Observed(attempt, trace, secret_values(request.headers.multi_items(), str(request.url)))
+            limits = (self.max_recorded, self.max_held_bytes, self.max_event_bytes)
+            obs = _Observed(attempt, trace, secret_values(request.headers.multi_items(), str(request.url)), limits)
             self._pending.append(obs)
         if self.link:
             request.headers["x-kit-request-id"] = attempt.request_id
@@ -223,12 +278,10 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
 
         def __iter__(self) -> Iterator[bytes]:
             obs = self._obs
-            append_t, append_size, keep = obs.attempt.chunk_t.append, obs.attempt.chunk_size.append, obs.data.append
+            take = obs.take
             try:
                 for chunk in self._inner:
-                    append_t(now_ns())
-                    append_size(len(chunk))
-                    keep(chunk)
+                    take(chunk, now_ns())
                     yield chunk
             except GeneratorExit:
                 raise
@@ -251,12 +304,10 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             obs = self._obs
-            append_t, append_size, keep = obs.attempt.chunk_t.append, obs.attempt.chunk_size.append, obs.data.append
+            take = obs.take
             try:
                 async for chunk in self._inner:
-                    append_t(now_ns())
-                    append_size(len(chunk))
-                    keep(chunk)
+                    take(chunk, now_ns())
                     yield chunk
             except GeneratorExit:
                 raise
@@ -345,8 +396,20 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
     return _CLASSES[modname]
 
 
-def instrument(client: Any, *, link: bool = True, max_event_bytes: int | None = 16 * 1024 * 1024) -> Instrumented:
+def instrument(
+    client: Any,
+    *,
+    link: bool = True,
+    max_event_bytes: int | None = 16 * 1024 * 1024,
+    max_recorded: int | None = 200_000,
+    max_held_bytes: int | None = 64 * 1024 * 1024,
+) -> Instrumented:
     """Record every request ``client`` makes; returns the :class:`Instrumented` holding the traces.
+
+    Memory is bounded per attempt: body chunks are held for parsing until :attr:`Instrumented.traces`
+    is read, up to ``max_held_bytes`` (past it they are parsed as they arrive and let go), and at
+    most ``max_recorded`` chunks and events are recorded (past it they are counted and the
+    attempt is ``truncated``, as ``Policy.max_recorded`` does for ``kit.stream``).
 
     ``client`` is an ``httpx.Client``/``AsyncClient`` or an ``httpx2.Client``/``AsyncClient``
     (e.g. ``anthropic.Anthropic(http_client=client)``, or an SDK's own ``sdk._client``).
@@ -365,7 +428,9 @@ def instrument(client: Any, *, link: bool = True, max_event_bytes: int | None = 
         return client._kit_recorder
     sync_t, async_t, _, _ = _classes(modname)
     is_async = isinstance(client, importlib.import_module(modname).AsyncClient)
-    recorder = Instrumented(client, link=link, max_event_bytes=max_event_bytes)
+    recorder = Instrumented(
+        client, link=link, max_event_bytes=max_event_bytes, max_recorded=max_recorded, max_held_bytes=max_held_bytes
+    )
     cls = async_t if is_async else sync_t
     recorder._wrap_all(lambda t: cls(t, recorder))
     client._kit_recorder = recorder

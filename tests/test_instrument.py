@@ -140,3 +140,24 @@ def test_sdk_retry_header_joins_the_call(server):
             c.post(url, json=BODY, headers={"x-stainless-retry-count": str(n)})
     (tr,) = rec.traces
     assert [a.index for a in tr.attempts] == [1, 2, 3] and tr.attempts[1].wait_before >= 0
+
+
+# ------------------------------------------- issue 14 item 14: kit.instrument is bounded too
+
+
+def test_instrument_holds_and_records_a_bounded_amount(server):
+    import httpx
+
+    url = server.url_for(kit.Scenario(events=20_000, gap=0.0, name="fast-endless")) + "/v1/messages"
+    with httpx.Client() as client:
+        rec = kit.instrument(client, max_recorded=1000, max_held_bytes=64 * 1024)
+        with client.stream("POST", url, json={"stream": True}) as response:
+            for _ in response.iter_raw():
+                pass
+            obs = rec._pending[-1]
+            assert obs.held <= 64 * 1024 + 65536 and obs.reader is not None  # parsed as it came, not held
+        trace = rec.trace
+    a = trace.attempts[0]
+    assert trace.outcome.ok, trace.outcome  # the terminator past the cap was still seen
+    assert a.truncated and len(a.chunk_t) + len(a.event_t) < 1000 + 2_000
+    assert a.events_received >= 20_000 and "Policy.max_recorded" in trace.outcome.message
