@@ -115,39 +115,30 @@ def main() -> None:
     a = parser.parse_args()
     print(f"machine: {psutil.cpu_count()} cpus, python {sys.version.split()[0]}; other work may be running")
 
-    for keep, n, label in (
-        (None, a.requests, "kit serve (default --keep 1000)"),
-        (10**9, a.requests // 10, "baseline --keep all"),
-    ):
-        proc, base = start(["serve", "--port", "0"] + ([] if keep is None else ["--keep", str(keep)]))
-        try:
-            t0 = time.perf_counter()
-            samples = drive(f"{base}/s/server_error_500/v1/messages", n, new_connection=False, proc=proc)
-            dt = time.perf_counter() - t0
-        finally:
-            stop(proc)
-        grow = report(f"{label}, {n:,} requests in {dt:.0f}s", samples)
-        print(f"  per 1,000 requests: {grow / (n / 1000):+.2f} MB")
-
+    for keep, n in ((None, a.requests), (10**9, a.requests // 10)):
+        measure(["serve", "--port", "0"], keep, n, "requests", new_connection=False)
     upstream, base = start(["serve", "--port", "0", "--keep", "100"])
     try:
         port = base.rsplit(":", 1)[1]
-        for keep, n, label in (
-            (None, a.connections, "kit proxy (default --keep 1000)"),
-            (10**9, a.connections // 10, "baseline --keep all"),
-        ):
-            extra = [] if keep is None else ["--keep", str(keep)]
-            proc, purl = start(["proxy", "--upstream", f"127.0.0.1:{port}", "--listen", "127.0.0.1:0", *extra])
-            try:
-                t0 = time.perf_counter()
-                samples = drive(f"{purl}/s/server_error_500/v1/messages", n, new_connection=True, proc=proc)
-                dt = time.perf_counter() - t0
-            finally:
-                stop(proc)
-            grow = report(f"{label}, {n:,} connections in {dt:.0f}s", samples)
-            print(f"  per 1,000 connections: {grow / (n / 1000):+.2f} MB")
+        for keep, n in ((None, a.connections), (10**9, a.connections // 10)):
+            cmd = ["proxy", "--upstream", f"127.0.0.1:{port}", "--listen", "127.0.0.1:0"]
+            measure(cmd, keep, n, "connections", new_connection=True)
     finally:
         stop(upstream)
+
+
+def measure(cmd: list[str], keep: int | None, n: int, unit: str, *, new_connection: bool) -> None:
+    """Run ``kit CMD`` (``--keep`` default, or ``keep``), drive ``n`` requests, print its RSS."""
+    label = f"kit {cmd[0]} ({'default --keep 1000' if keep is None else 'baseline: --keep all'})"
+    proc, url = start(cmd + ([] if keep is None else ["--keep", str(keep)]))
+    try:
+        t0 = time.perf_counter()
+        samples = drive(f"{url}/s/server_error_500/v1/messages", n, new_connection=new_connection, proc=proc)
+        dt = time.perf_counter() - t0
+    finally:
+        stop(proc)
+    grow = report(f"{label}, {n:,} {unit} in {dt:.0f}s", samples)
+    print(f"  per 1,000 {unit}: {grow / (n / 1000):+.2f} MB", flush=True)
 
 
 if __name__ == "__main__":

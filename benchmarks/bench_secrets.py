@@ -28,7 +28,7 @@ import pandas as pd
 import kit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _upstream import RawUpstream
+from _upstream import reflector
 
 SECRETS = {
     "authorization": "sk-ant-api03-PLANTEDKEY0123456789abcdef",
@@ -58,41 +58,14 @@ def needles() -> set[str]:
     return out
 
 
-def reflector(mode: str) -> RawUpstream:
-    def respond(head_bytes: bytes, _body: bytes) -> bytes:
-        head = head_bytes.decode("latin-1")
-        if mode == "status_line":
-            return f"HTTP/1.1 abc {head.splitlines()[0]}\r\n\r\n".encode()
-        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": head}})
-        echo = "".join(
-            f"x-echo-{ln.partition(':')[0]}: {ln.partition(':')[2].strip()}\r\n" for ln in head.splitlines()[1:]
-        )
-        return (
-            f"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n{echo}"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
-        ).encode()
-
-    return RawUpstream(respond)
-
-
 def produce(root: Path) -> None:
     """Run everything that writes files into ``root``."""
-    leaky = kit.Scenario(
-        events=5,
-        gap=0.0,
-        name="leaky",
-        attempts=(
-            kit.Scenario(
-                faults=(
-                    kit.HttpStatus(
-                        status=429,
-                        message=f"invalid x-api-key {SECRETS['authorization']}",
-                        headers=(("set-cookie", f"s={SECRETS['set-cookie']}"),),
-                    ),
-                )
-            ),
-        ),
+    refusal = kit.HttpStatus(  # the fault server quotes a key and sets a cookie
+        status=429,
+        message=f"invalid x-api-key {SECRETS['authorization']}",
+        headers=(("set-cookie", f"s={SECRETS['set-cookie']}"),),
     )
+    leaky = kit.Scenario(events=5, gap=0.0, name="leaky", attempts=(kit.Scenario(faults=(refusal,)),))
     policy = kit.Policy(max_retries=1, backoff_initial=0.01)
     traces = []
     with kit.FaultServer() as server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from collections.abc import Callable
@@ -41,3 +42,23 @@ class RawUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def reflector(mode: str) -> RawUpstream:
+    """An upstream that echoes the request: ``body`` (headers quoted in a 401 body and as
+    ``x-echo-*`` headers) or ``status_line`` (a bad status line quoting the request line)."""
+
+    def respond(head_bytes: bytes, _body: bytes) -> bytes:
+        head = head_bytes.decode("latin-1")
+        if mode == "status_line":
+            return f"HTTP/1.1 abc {head.splitlines()[0]}\r\n\r\n".encode()
+        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": head}})
+        echo = "".join(
+            f"x-echo-{line.partition(':')[0]}: {line.partition(':')[2].strip()}\r\n" for line in head.splitlines()[1:]
+        )
+        return (
+            f"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n{echo}"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
+        ).encode()
+
+    return RawUpstream(respond)

@@ -110,7 +110,7 @@ def test_opting_out_is_explicit(server, tmp_path):
 import socket  # noqa: E402
 from urllib.parse import parse_qsl, urlsplit  # noqa: E402
 
-from _upstream import RawUpstream  # noqa: E402
+from _upstream import reflector  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -195,28 +195,9 @@ def test_harmless_headers_pass_and_opting_out_is_per_name(server, tmp_path):
         _redact._unredacted.discard("authorization")
 
 
-def reflect(mode: str) -> RawUpstream:
-    """An upstream that echoes the request: headers in a 401 body and x-echo-* headers, or a bad status line."""
-
-    def respond(head_bytes: bytes, _body: bytes) -> bytes:
-        head = head_bytes.decode("latin-1")
-        if mode == "status_line":
-            return f"HTTP/1.1 abc {head.splitlines()[0]}\r\n\r\n".encode()
-        body = json.dumps({"type": "error", "error": {"type": "authentication_error", "message": head}})
-        echo = "".join(
-            f"x-echo-{line.partition(':')[0]}: {line.partition(':')[2].strip()}\r\n" for line in head.splitlines()[1:]
-        )
-        return (
-            f"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n{echo}"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
-        ).encode()
-
-    return RawUpstream(respond)
-
-
 @pytest.mark.parametrize("mode", ["body", "status_line"])
 def test_what_an_upstream_reflects_is_scrubbed_everywhere(tmp_path, mode):
-    up = reflect(mode)
+    up = reflector(mode)
     try:
         secret_header, secret_query = "hdrsecret-91c2d7aa", "qrysecret-5e8f0b13"
         headers = {"x-custom-auth": secret_header, "cookie": f"sess={PLAIN}"}
