@@ -58,7 +58,8 @@ FRAMINGS = ("chunked", "length", "close")
 MAX_SECONDS = 86_400.0  # delays, stalls, gaps, retry-after: at most a day
 MAX_EVENTS = 100_000  # events per stream (a long LLM answer has a few thousand)
 MAX_EVENT_SIZE = 16 * 1024 * 1024  # bytes of one event's text (the client's default event cap)
-MAX_BODY_BYTES = 64 * 1024 * 1024  # events x event_size, and a hostile body's size
+MAX_BODY_BYTES = 64 * 1024 * 1024  # events x event_size
+MAX_HOSTILE_BYTES = 1 << 30  # a hostile body's size (huge_event streams it in pieces)
 MIN_PING_EVERY = 0.001  # seconds between pings
 MAX_LOGNORMAL_SIGMA = 10.0
 MIN_PARETO_ALPHA = 0.1
@@ -379,8 +380,10 @@ class Hostile(Fault):
         super().__post_init__()
         if self.what not in HOSTILE_KINDS:
             raise ConfigError.unknown("hostile.what", self.what, HOSTILE_KINDS)
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_BODY_BYTES:
-            raise ConfigError("hostile.size", self.size, f"expected a whole number of bytes in [1, {MAX_BODY_BYTES:,}]")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_HOSTILE_BYTES:
+            raise ConfigError(
+                "hostile.size", self.size, f"expected a whole number of bytes in [1, {MAX_HOSTILE_BYTES:,}]"
+            )
 
 
 FAULT_KINDS: dict[str, type[Fault]] = {
