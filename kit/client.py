@@ -30,6 +30,7 @@ from ._redact import redact_headers, redact_text, redact_url, scrub, secret_valu
 from ._safejson import loads as safe_json
 from .policy import Policy
 from .protocols import PROTOCOLS, SSEParser
+from .records import Deadline
 from .retry import decide as _retry_decide
 from .trace import Attempt, Outcome, Trace
 
@@ -43,7 +44,6 @@ _PATHS = {
 }
 _KNOWN_SUFFIXES = ("/v1/messages", "/chat/completions", "/stream")
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the message
-_TIMEOUT_FIELDS = ("connect", "headers", "first_chunk", "idle", "total")
 
 
 def default_body(protocol: str) -> dict[str, Any]:
@@ -220,15 +220,20 @@ class _Clock:
 
     The deadline is the earlier of the current phase's limit and the call's ``total``
     deadline; ``cause`` says which one it is, so a timeout is classified without guessing.
+    Every deadline it arms is recorded in ``armed`` (the attempt's ``deadlines``) as
+    ``(phase, cause, limit_s, at_ns)``; the idle limit's re-arms update its last entry.
     """
 
-    __slots__ = ("_phase_cause", "_phase_deadline", "cause", "cm", "loop", "phase", "policy", "total_ns")
+    __slots__ = ("_phase_cause", "_phase_deadline", "armed", "cause", "cm", "loop", "phase", "policy", "total_ns")
 
-    def __init__(self, policy: Policy, start_ns: int, call_start_ns: int) -> None:
+    def __init__(self, policy: Policy, start_ns: int, call_start_ns: int, armed: list[Deadline]) -> None:
         self.policy = policy
+        self.armed = armed
         self.cm: asyncio.Timeout | None = None
         self.loop = asyncio.get_running_loop()
         self.total_ns = call_start_ns + int(policy.total * 1e9) if policy.total else None
+        if self.total_ns is not None:
+            armed.append(Deadline("call", "timeout.total", policy.total, self.total_ns))
         self.phase = "connect"
         self.cause = "timeout.total"
         self._phase_deadline: int | None = None
@@ -249,12 +254,24 @@ class _Clock:
             limit, cause = p.first_chunk, "timeout.first_chunk"
         else:  # first_chunk without its own limit, stream, done: the idle limit
             limit, cause = p.idle, "timeout.idle"
-        self._set(t_ns + int(limit * 1e9) if limit is not None else None, cause)
+        if limit is None:
+            self._set(None, cause)
+            return
+        at = t_ns + int(limit * 1e9)
+        self.armed.append(Deadline(phase, cause, limit, at))
+        self._set(at, cause)
 
     def chunk(self, t_ns: int) -> None:
         """A body chunk arrived: the idle limit restarts."""
-        if self.policy.idle is not None:
-            self._set(t_ns + int(self.policy.idle * 1e9), "timeout.idle")
+        idle = self.policy.idle
+        if idle is not None:
+            at = t_ns + int(idle * 1e9)
+            d = Deadline(self.phase, "timeout.idle", idle, at)
+            if self.armed and self.armed[-1].cause == "timeout.idle":
+                self.armed[-1] = d
+            else:
+                self.armed.append(d)
+            self._set(at, "timeout.idle")
 
     def arm(self, cm: asyncio.Timeout) -> None:
         """Attach the ``asyncio.timeout`` this clock drives."""
@@ -281,8 +298,7 @@ async def _run_attempt(
     trial: str | None,
     max_event_bytes: int | None,
 ) -> None:
-    clock = _Clock(policy, attempt.start_ns, trace.start_ns)
-    attempt.deadlines = {k: v for k in _TIMEOUT_FIELDS if (v := getattr(policy, k)) is not None}
+    clock = _Clock(policy, attempt.start_ns, trace.start_ns, attempt.deadlines)
     conn_events = attempt.connection
 
     async def on_trace(name: str, info: Mapping[str, Any]) -> None:

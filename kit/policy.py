@@ -43,7 +43,7 @@ from ._errors import ConfigError
 
 __all__ = ["PRESETS", "RETRY_AFTER_BEYOND", "RETRYABLE_CAUSES", "Policy"]
 
-_TIMEOUTS = ("connect", "headers", "first_chunk", "idle", "total")
+TIMEOUTS = ("connect", "headers", "first_chunk", "idle", "total")  # the client's limits, in phase order
 ON_MAX_RECORDED = ("keep_reading", "stop")
 
 #: causes a policy may list in ``retry_on`` (``ok``, ``http_status``, ``cancelled`` and
@@ -138,7 +138,7 @@ class Policy:
     on_max_recorded: str = "keep_reading"
 
     def __post_init__(self) -> None:
-        for name in _TIMEOUTS:
+        for name in TIMEOUTS:
             object.__setattr__(self, name, _seconds(name, getattr(self, name)))
         r = self.max_retries
         if isinstance(r, float) and r.is_integer():
@@ -215,7 +215,7 @@ class Policy:
     def label(self) -> str:
         if self.name:
             return self.name
-        parts = [f"{n}={getattr(self, n):g}s" for n in _TIMEOUTS if getattr(self, n) is not None]
+        parts = [f"{n}={getattr(self, n):g}s" for n in TIMEOUTS if getattr(self, n) is not None]
         if self.max_retries:
             parts.append(f"retries={self.max_retries}")
         return ",".join(parts) or "no limits"

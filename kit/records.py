@@ -19,9 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["FINAL_SERVER_KINDS", "AttemptRecord", "CellLabels", "ServerLogEntry", "TrialRecord"]
+__all__ = [
+    "FINAL_SERVER_KINDS",
+    "AttemptRecord",
+    "CellLabels",
+    "Deadline",
+    "ServerLogEntry",
+    "TrialRecord",
+    "fired_deadline",
+]
 
 # server log kinds after which the server writes nothing more for that request
 FINAL_SERVER_KINDS = frozenset({"end", "close", "reset", "truncate", "client_closed"})
@@ -61,13 +69,32 @@ class ServerLogEntry:
 _SERVER_FIELDS = tuple(f.name for f in fields(ServerLogEntry))
 
 
+class Deadline(NamedTuple):
+    """A deadline the client armed: in ``phase``, the limit behind ``cause`` (``timeout.idle``...)
+    of ``limit_s`` seconds, due at ``at_ns``. The idle limit's re-arm at each chunk
+    replaces its previous entry, so the last entry of a cause is the one that could fire."""
+
+    phase: str
+    cause: str
+    limit_s: float
+    at_ns: int
+
+
+def fired_deadline(deadlines: Sequence[Deadline], cause: str) -> Deadline | None:
+    """The deadline whose timeout is ``cause`` (an attempt's outcome cause), None if no limit fired."""
+    if not cause.startswith("timeout."):
+        return None
+    return next((d for d in reversed(deadlines) if d.cause == cause), None)
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One HTTP request of a call: connection events, response, every chunk and event, outcome.
 
     ``connection`` holds ``(name, t_ns)`` httpcore trace events; ``chunk_t``/``chunk_size``
     one entry per body read, ``event_t``/``event_type``/``event_size`` one per parsed
-    event; ``server`` the server's log of this request (empty for other servers).
+    event; ``server`` the server's log of this request (empty for other servers);
+    ``deadlines`` every deadline the client armed (empty for clients the kit does not drive).
     """
 
     index: int
@@ -93,6 +120,12 @@ class AttemptRecord:
     message: str = ""
     error: str | None = None
     server: tuple[ServerLogEntry, ...] = ()
+    deadlines: tuple[Deadline, ...] = ()
+
+    @property
+    def fired(self) -> Deadline | None:
+        """The deadline that ended this attempt (None unless its cause is a timeout)."""
+        return fired_deadline(self.deadlines, self.cause)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +143,7 @@ class AttemptRecord:
         for f in ("chunk_t", "chunk_size", "event_t", "event_type", "event_size"):
             d[f] = list(d[f])
         d["server"] = [e.to_dict() for e in self.server]
+        d["deadlines"] = [list(x) for x in self.deadlines]
         return d
 
     @classmethod
@@ -118,6 +152,7 @@ class AttemptRecord:
         kw["connection"] = tuple((str(n), int(t)) for n, t in d.get("connection", ()))
         kw["headers"] = dict(d.get("headers") or {})
         kw["server"] = tuple(ServerLogEntry.from_dict(e) for e in d.get("server", ()))
+        kw["deadlines"] = tuple(Deadline(*x) for x in d.get("deadlines", ()))
         return cls(**kw)
 
 

@@ -35,7 +35,15 @@ from . import _registry
 from ._clock import now_ns
 from ._fidelity import Fidelity, server_lateness
 from ._redact import redact_text
-from .records import FINAL_SERVER_KINDS, AttemptRecord, CellLabels, ServerLogEntry, TrialRecord
+from .records import (
+    FINAL_SERVER_KINDS,
+    AttemptRecord,
+    CellLabels,
+    Deadline,
+    ServerLogEntry,
+    TrialRecord,
+    fired_deadline,
+)
 from .tables import CALL_METRICS, METRICS, build
 
 __all__ = [
@@ -126,7 +134,7 @@ class Attempt:
     outcome: Outcome | None = None
     error: str | None = None
     server_log: list[ServerLogEntry] = field(default_factory=list)
-    deadlines: dict[str, float] = field(default_factory=dict)
+    deadlines: list[Deadline] = field(default_factory=list)  # armed by the client (kit.client)
     proxy_late_s: float | None = None  # the proxy's latest forward of this request against plan
     # past Policy.max_recorded: chunks, events and bytes counted but not recorded one by one
     truncated: bool = False
@@ -149,6 +157,11 @@ class Attempt:
     @property
     def first_event_type(self) -> str | None:
         return self.event_type[0] if self.event_type else None
+
+    @property
+    def fired(self) -> Deadline | None:
+        """The deadline the client armed whose timeout ended this attempt (None if no limit fired)."""
+        return fired_deadline(self.deadlines, self.outcome.cause) if self.outcome else None
 
     @property
     def server_log_complete(self) -> bool:
@@ -287,6 +300,7 @@ class Trace:
                     message=redact_text(o.message) if o else "",
                     error=redact_text(a.error) if a.error else None,
                     server=tuple(a.server_log),
+                    deadlines=tuple(a.deadlines),
                 )
             )
         return TrialRecord(
@@ -333,6 +347,7 @@ class Trace:
                     outcome=Outcome(a.phase, a.cause, a.message),
                     error=a.error,
                     server_log=list(a.server),
+                    deadlines=list(a.deadlines),
                 )
             )
         return trace

@@ -21,7 +21,6 @@ the first run and stops them on :meth:`close`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import html
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from . import charts
 from ._errors import ConfigError
 from .charts._common import _label
 from .client import astream
-from .policy import Policy
+from .policy import TIMEOUTS, Policy
 from .scenarios import Close, ErrorEvent, Malformed, NoTerminator, Reset, Scenario, Stall, TruncatedChunk
 from .server import FaultServer
 
@@ -246,11 +245,8 @@ class NetworkControls(_Controls):
         return any(v is not None for k, v in self.value.items() if k in ("latency", "bandwidth", "stall_after"))
 
 
-_LIMITS = ("connect", "headers", "first_chunk", "idle", "total")
-
-
 class PolicyControls(_Controls):
-    """The client's timeouts (0 = no limit) and, when the Policy has them, retries."""
+    """The client's timeouts (0 = no limit) and retries."""
 
     def __init__(self, policy: Policy | None = None, **overrides: Any) -> None:
         policy = policy or Policy(first_chunk=5.0, idle=5.0, total=30.0)
@@ -263,19 +259,15 @@ class PolicyControls(_Controls):
         }
         controls: dict[str, w.Widget] = {
             k: _slider(f"{k.replace('_', '-')} (s)", getattr(policy, k) or 0.0, 0.0, 30.0, 0.1, tips[k] + "; 0: none")
-            for k in _LIMITS
+            for k in TIMEOUTS
         }
-        self._retries = any(f.name == "max_retries" for f in dataclasses.fields(Policy))
-        if self._retries:
-            controls["max_retries"] = _int_slider(
-                "retries", getattr(policy, "max_retries", 0), 0, 5, "retries after a failed attempt"
-            )
-            controls["retry_before_first_chunk"] = w.Checkbox(
-                value=getattr(policy, "retry_before_first_chunk", False),
-                description="retry before first chunk",
-                style=_STYLE,
-                layout=_LAYOUT,
-            )
+        controls["max_retries"] = _int_slider("retries", policy.max_retries, 0, 5, "retries after a failed attempt")
+        controls["retry_before_first_chunk"] = w.Checkbox(
+            value=policy.retry_before_first_chunk,
+            description="retry before first chunk",
+            style=_STYLE,
+            layout=_LAYOUT,
+        )
         self._base = policy
         super().__init__("Policy (client): timeouts, 0 = none", controls)
         if overrides:
@@ -284,10 +276,9 @@ class PolicyControls(_Controls):
     @property
     def value(self) -> Policy:
         c = {k: v.value for k, v in self.controls.items()}
-        changes: dict[str, Any] = {k: (c[k] if c[k] > 0 else None) for k in _LIMITS}
-        if self._retries:
-            changes["max_retries"] = c["max_retries"]
-            changes["retry_before_first_chunk"] = c["retry_before_first_chunk"]
+        changes: dict[str, Any] = {k: (c[k] if c[k] > 0 else None) for k in TIMEOUTS}
+        changes["max_retries"] = c["max_retries"]
+        changes["retry_before_first_chunk"] = c["retry_before_first_chunk"]
         return self._base.replace(**changes, name=None)
 
 
@@ -329,9 +320,8 @@ def describe_outcome(trace: Any, scenario: Scenario | None = None) -> str:
             + (f"; {len(trace.attempts)} attempts" if len(trace.attempts) > 1 else "")
         )
     if o.cause.startswith("timeout."):
-        limit = (trace.policy or {}).get(o.cause.split(".", 1)[1])
-        if o.cause == "timeout.first_chunk" or o.cause == "timeout.idle":
-            limit = limit if limit is not None else (trace.policy or {}).get("idle")
+        fired = trace.attempt.fired
+        limit = fired.limit_s if fired is not None else None
         text = f"{head}: {o.cause} after {limit:.2f} s" if limit is not None else f"{head}: {o.cause}"
         text += _due_text(trace, scenario)
     else:

@@ -121,6 +121,24 @@ def test_timeout_headers(server):
 def test_timeout_first_chunk(server):
     trace = kit.stream(server.url_for("slow_first_byte"), policy=kit.Policy(first_chunk=0.3, idle=5, total=5))
     assert (trace.outcome.phase, trace.outcome.cause) == ("first_chunk", "timeout.first_chunk")
+    # the deadlines the client armed are recorded, and the one that fired counts from the headers
+    a = trace.attempt
+    assert [(d.phase, d.cause) for d in a.deadlines] == [
+        ("call", "timeout.total"),
+        ("first_chunk", "timeout.first_chunk"),
+    ]
+    assert a.fired == a.deadlines[-1] and a.fired.limit_s == 0.3
+    assert a.fired.at_ns == a.headers_ns + 300_000_000
+    assert trace.to_record().attempts[0].fired == a.fired
+
+
+def test_deadlines_record_the_idle_limit_once_and_the_one_that_fired(server):
+    trace = kit.stream(server.url_for("stall_mid_stream"), policy=kit.Policy(first_chunk=5, idle=0.3))
+    a = trace.attempt
+    assert [d.cause for d in a.deadlines] == ["timeout.first_chunk", "timeout.idle"]  # re-arms replace the entry
+    assert a.fired == a.deadlines[-1] and a.fired.at_ns == a.chunk_t[-1] + 300_000_000
+    ok = kit.stream(server.url_for("ok"), policy=kit.Policy(first_chunk=5, idle=5))
+    assert ok.ok and ok.attempt.fired is None and len(ok.attempt.deadlines) == 2
 
 
 def test_idle_covers_the_first_chunk_when_first_chunk_is_unset(server):

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ConfigError
+from ..policy import TIMEOUTS
 from ..tables import build, traces_to_records
 
-LIMITS = ("connect", "headers", "first_chunk", "idle", "total")
+LIMITS = TIMEOUTS  # the client's limits (kit.policy.TIMEOUTS)
 # Server log kinds that mark where a fault acted (see kit/server.py ServerLogEntry).
 FAULT_LOG_KINDS = ("stall_start", "close", "reset", "truncate", "error", "malformed")
 
