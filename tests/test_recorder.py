@@ -154,6 +154,27 @@ def test_refused_upstream_is_an_outcome_and_the_client_fails_as_directly():
     assert (t.outcome.phase, t.outcome.cause) == ("connect", "refused") and t.attempt.error
 
 
+def test_an_sdk_raises_the_same_exception_through_the_recorder_as_directly():
+    anthropic = pytest.importorskip("anthropic")
+    port = _closed_port()
+
+    def error(base_url: str) -> str:
+        sdk = anthropic.Anthropic(base_url=base_url, api_key=SECRET, max_retries=0, timeout=5)
+        try:
+            sdk.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        except anthropic.APIError as exc:
+            return type(exc).__name__
+        finally:
+            sdk.close()
+        return "returned"
+
+    direct = error(f"http://127.0.0.1:{port}")
+    with kit.Recorder(f"https://127.0.0.1:{port}") as rec:
+        via = error(rec.url)
+    assert direct == via == "APIConnectionError"
+    assert rec.traces[0].outcome.cause == "refused"
+
+
 def test_tls_failure_is_an_outcome(tls_server):
     # no ca=: the system trust store does not know the test CA, so verification fails
     with kit.Recorder(tls_server.url_for(STREAM)) as rec:
