@@ -5,7 +5,7 @@ The TOML (or JSON) file holds the same fields as :meth:`kit.Experiment.from_dict
     name = "timeout-sweep"
     trials = 30
     seed = 7
-    concurrency = 64                        # optional run option
+    concurrency = "auto"                    # optional run option (or a number)
     scenarios = ["ok", {preset = "slow_first_byte", first_byte_delay = 2.0}]
     networks = ["direct", {latency = "200ms"}]
     policies = [{first_chunk = 1.0}, {first_chunk = 4.0}]
@@ -48,7 +48,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("config", help="experiment.toml (or .json)")
     parser.add_argument("-o", "--out", required=True, help="bundle folder to write, e.g. data/runs/NAME")
-    parser.add_argument("--concurrency", type=int, default=None, help="trials in flight (default: the file's, else 64)")
+    parser.add_argument(
+        "--concurrency",
+        default=None,
+        help="trials in flight: a number, or 'auto' (default: the file's, else auto: adapt to the kit's fidelity budget)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per two cores; 0: in this process)"
+    )
     parser.add_argument("--trials", type=int, default=None, help="override the trials per cell")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -70,9 +77,20 @@ def main(args: argparse.Namespace) -> int:
         cfg["trials"] = args.trials
     experiment = Experiment.from_dict(cfg)
     print(f"kit run: {experiment!r} -> {args.out}", file=sys.stderr)
-    result = experiment.run(int(concurrency), out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if isinstance(concurrency, str) and concurrency != "auto":
+        try:
+            concurrency = int(concurrency)
+        except ValueError:
+            raise ConfigError("--concurrency", concurrency, "a whole number >= 1 or 'auto'") from None
+    result = experiment.run(
+        concurrency, workers=args.workers, out=args.out, overwrite=args.overwrite, progress=not args.quiet
+    )
     t = result.trials
     state = "complete" if result.complete else "INTERRUPTED (finished trials kept)"
     ok = int(t["ok"].sum()) if len(t) else 0
-    print(f"kit run: {len(t)} trials, {ok} ok, {state}; bundle: {args.out}")
+    flagged = int((~t["within_budget"]).sum()) if "within_budget" in t else 0
+    print(
+        f"kit run: {len(t)} trials, {ok} ok, {state}; concurrency {result.meta.get('concurrency')} "
+        f"({result.meta.get('concurrency_mode')}); {flagged} over the fidelity budget; bundle: {args.out}"
+    )
     return 0 if result.complete else 130

@@ -27,7 +27,7 @@ __all__ = ["MARKER", "check_replaceable", "check_target", "discard_aside", "prep
 MARKER = ".kit-folder"
 SIGNATURE = "kit.folder/1"
 # every name kit itself writes at the top of a bundle / run folder
-KIT_FILES = frozenset({MARKER, "bundle.json", "experiment.json", "trials.jsonl", "tables", "recording.har"})
+KIT_FILES = frozenset({MARKER, "bundle.json", "experiment.json", "trials.jsonl", "parts", "tables", "recording.har"})
 TABLE_SUFFIXES = (".parquet", ".csv")
 
 

@@ -46,6 +46,7 @@ class Progress:
         self._widget = None
         self._text = None
         self._closed = False
+        self.note = ""  # shown after the counts, e.g. the concurrency a run settled at
         if not enabled:
             return
         if _in_notebook():
@@ -72,7 +73,8 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta_s = f", eta {eta:.0f}s" if self.done < self.total and rate > 0 else f", {elapsed:.1f}s"
-        return f"{self.label}: {self.done}/{self.total} ({rate:.1f}/s{eta_s})"
+        note = f", {self.note}" if self.note else ""
+        return f"{self.label}: {self.done}/{self.total} ({rate:.1f}/s{eta_s}{note})"
 
     def _draw(self, final: bool) -> None:
         now = time.perf_counter()

@@ -9,13 +9,14 @@ proportions: Fisher / chi-square; timings: Kolmogorov-Smirnov with a tolerance).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._errors import BundleError, ConfigError
 from .bundle import BUNDLE_JSON, read, read_journal, read_manifest
-from .experiment import CONFIG_FILE, DEFAULT_CONCURRENCY, JOURNAL, Experiment
+from .experiment import CONFIG_FILE, JOURNAL, Experiment
 from .result import Result
 
 __all__ = ["compare", "load", "rerun"]
@@ -53,12 +54,16 @@ def rerun(
     *,
     out: str | Path | None = None,
     overwrite: bool = False,
-    concurrency: int | None = None,
+    concurrency: int | str = "auto",
     progress: bool = True,
+    **run_options: Any,
 ) -> Result:
     """Run the experiment stored in the bundle at ``path`` again (same config and seeds).
 
-    Only ``bundle.json`` is read. ``concurrency`` defaults to the original run's.
+    Only ``bundle.json`` is read. ``concurrency`` is adaptive by default (not the
+    original run's: what must match is the timings, and the runner keeps the kit's own
+    distortion within the fidelity budget at whatever concurrency that allows);
+    ``run_options`` go to :meth:`~kit.Experiment.run` (``executor``, ``workers``, ...).
     Compare the two with :func:`compare`.
     """
     doc = read_manifest(path)
@@ -66,15 +71,19 @@ def rerun(
         experiment = Experiment.from_dict(doc.get("experiment") or {})
     except ConfigError as exc:
         raise BundleError(f"{Path(path) / BUNDLE_JSON}: the stored experiment config is invalid ({exc})") from None
-    conc = concurrency or (doc.get("run") or {}).get("concurrency") or DEFAULT_CONCURRENCY
-    return experiment.run(int(conc), out=out, overwrite=overwrite, progress=progress)
+    return experiment.run(concurrency, out=out, overwrite=overwrite, progress=progress, **run_options)
 
 
 TIMINGS = ("ttfb_s", "first_chunk_s", "duration_s")
 
 
 def compare(
-    a: Result | str | Path, b: Result | str | Path, *, alpha: float = 0.01, resolution: float = 0.01
+    a: Result | str | Path,
+    b: Result | str | Path,
+    *,
+    alpha: float = 0.01,
+    resolution: float = 0.01,
+    within_budget: bool = True,
 ) -> pd.DataFrame:
     """Do two runs agree, cell by cell? One row per (cell, test), with p-values.
 
@@ -92,6 +101,11 @@ def compare(
       (``scipy.stats.kstwo`` with n*m/(n+m) points, as scipy's asymptotic two-sample
       KS). ``resolution=0`` is the plain exact ``scipy.stats.ks_2samp``.
 
+    ``within_budget`` (default): trials the kit itself distorted beyond its fidelity
+    budget (``trials["within_budget"]`` False) are left out of every test, so two runs
+    are compared on what the scenario did, not on how busy the kit was (e.g. at another
+    concurrency); ``excluded_a``/``excluded_b`` count them per cell. ``False`` keeps them.
+
     ``agree`` is ``p_value >= alpha``. With many cells some disagreements happen by
     chance (at ``alpha=0.01``, about 1 test in 100): read the p-values, not just the flag.
     """
@@ -108,7 +122,9 @@ def compare(
         ta = a.trials[a.trials["cell"] == cell_a]
         tb = b.trials[b.trials["cell"] == cell_b]
         labels = ta.iloc[0][["scenario", "network", "policy"]].to_dict() if len(ta) else {}
-        base = {"cell": cell_a, **labels}
+        ta, xa = _in_budget(ta, within_budget)
+        tb, xb = _in_budget(tb, within_budget)
+        base = {"cell": cell_a, **labels, "excluded_a": xa, "excluded_b": xb}
         oa = (ta["phase"] + "/" + ta["cause"]).value_counts()
         ob = (tb["phase"] + "/" + tb["cause"]).value_counts()
         cats = sorted(set(oa.index) | set(ob.index))
@@ -149,12 +165,33 @@ def compare(
             rows.append(
                 {**base, "test": col, "method": method, "n_a": len(va), "n_b": len(vb), "statistic": stat, "p_value": p}
             )
-    cols = ["cell", "scenario", "network", "policy", "test", "method", "n_a", "n_b", "statistic", "p_value"]
+    cols = [
+        "cell",
+        "scenario",
+        "network",
+        "policy",
+        "test",
+        "method",
+        "n_a",
+        "n_b",
+        "excluded_a",
+        "excluded_b",
+        "statistic",
+        "p_value",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out["agree"] = (out["p_value"] >= alpha) | out["p_value"].isna()
     out.attrs["alpha"] = alpha
     out.attrs["unmatched_cells"] = sorted(set(ka) ^ set(kb))
     return out
+
+
+def _in_budget(t: pd.DataFrame, only: bool) -> tuple[pd.DataFrame, int]:
+    """The trials within the fidelity budget (all of them without the column), and how many were left out."""
+    if not only or "within_budget" not in t.columns:
+        return t, 0
+    keep = t["within_budget"].astype(bool)
+    return t[keep], int((~keep).sum())
 
 
 def _ks_tolerant(a: np.ndarray, b: np.ndarray, tol: float) -> float:

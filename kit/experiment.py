@@ -32,13 +32,13 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shutil
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from ._clock import now_ns
 from ._errors import ConfigError
@@ -46,6 +46,7 @@ from ._folders import discard_aside
 from ._loop import run_sync
 from ._params import canonical, content_key, flat_params, label_all
 from ._redact import redact_config
+from ._runner import DEFAULT_BUDGET, Concurrency, run_trials
 from ._signals import saving
 from .policy import Policy
 from .records import CellLabels, TrialRecord
@@ -56,8 +57,8 @@ __all__ = ["Cell", "Experiment"]
 
 JOURNAL = "trials.jsonl"
 CONFIG_FILE = "experiment.json"
-DEFAULT_CONCURRENCY = 64
-DEFAULT_RAMP = 0.0  # s over which the workers start (staggered starts avoid lockstep bursts)
+PARTS = "parts"  # per-chunk journals of the workers, merged into JOURNAL by the driver
+DEFAULT_CONCURRENCY = "auto"  # adapt the trials in flight to the client loop's lag
 _CONFIG_FIELDS = (
     "name",
     "scenarios",
@@ -366,55 +367,220 @@ class Experiment:
 
     def run(
         self,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | str = DEFAULT_CONCURRENCY,
         *,
+        executor: Any = None,
+        workers: int | None = None,
+        budget: float = DEFAULT_BUDGET,
         out: str | Path | None = None,
         overwrite: bool = False,
         progress: bool | Any = True,
         server: Any = None,
-        ramp: float = DEFAULT_RAMP,
+        resume: Any = None,
     ) -> Any:
         """Run every trial and return a :class:`~kit.Result` (blocking; works inside Jupyter).
 
-        ``concurrency``: trials in flight at once. ``out``: a folder to journal trials
-        into as they finish and to save the bundle in (refused if it exists, unless
-        ``overwrite=True``). ``progress``: a bar in notebooks, a line on terminals.
-        ``server``: a running FaultServer to use instead of a fresh one. On Ctrl-C (or a
-        kernel interrupt) the finished trials are kept: the partial result is returned
-        (``result.complete`` is False) and saved to ``out`` if given.
+        Where trials run: this process only plans and collects. By default the clients
+        run in ``workers`` local worker processes (one per two cores), each with its own
+        event loop, fault server and proxies in further processes. ``executor``: any
+        ``concurrent.futures.Executor`` or a Dask ``distributed.Client`` instead (each
+        worker runs chunks of trials with its own loopback server and proxies; same seed,
+        same per-trial outcomes). ``server``: a running FaultServer to use instead; the
+        clients then run in this process (as with ``workers=0``, which starts its own
+        isolated server).
+
+        ``concurrency``: ``"auto"`` (default) adapts the trials in flight on each worker
+        to its event loop's lag (ramp up while the kit stays within ``budget``, back off
+        when it does not; ``result.meta["concurrency"]`` is what it settled at), or a
+        fixed number of trials in flight in total. Trials start staggered, never in
+        waves. ``budget``: the most the kit may add to a timestamp (s); trials over it
+        are flagged (``result.trials["within_budget"]``).
+
+        ``out``: a folder to journal trials into as they finish and to save the bundle
+        in (refused if it exists, unless ``overwrite=True``). ``progress``: a bar in
+        notebooks, a line on terminals. ``resume``: a partial Result of this experiment
+        (interrupted, or with ``meta["lost"]`` trials of a worker that died): only its
+        missing trials run, and the merged Result is returned.
+
+        On Ctrl-C (or a kernel interrupt) the finished trials are kept: the partial result
+        is returned (``result.complete`` is False) and saved to ``out`` if given.
         """
         self.last_result = None
+        conc = _concurrency(concurrency)
+        budget = _budget(budget)
+        if server is not None or workers == 0:
+            try:
+                return run_sync(
+                    self.arun(
+                        concurrency,
+                        workers=0,
+                        budget=budget,
+                        out=out,
+                        overwrite=overwrite,
+                        progress=progress,
+                        server=server,
+                        resume=resume,
+                    )
+                )
+            except KeyboardInterrupt:
+                return self._interrupted(out)
+        stop = threading.Event()
         try:
-            return run_sync(
-                self.arun(concurrency, out=out, overwrite=overwrite, progress=progress, server=server, ramp=ramp)
-            )
+            return self._drive(conc, executor, workers, budget, out, overwrite, progress, resume, stop)
         except KeyboardInterrupt:
-            partial = self.last_result
-            if partial is None:
-                raise
-            warnings.warn(
-                f"interrupted: kept {len(partial.trials)} finished trials of {len(self)}"
-                + (f" (saved to {out})" if out else ""),
-                stacklevel=2,
-            )
-            return partial
+            return self._interrupted(out)
+
+    def _interrupted(self, out: Any) -> Any:
+        partial = self.last_result
+        if partial is None:
+            raise KeyboardInterrupt
+        warnings.warn(
+            f"interrupted: kept {len(partial.trials)} finished trials of {len(self)}"
+            + (f" (saved to {out})" if out else ""),
+            stacklevel=3,
+        )
+        return partial
 
     async def arun(
         self,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | str = DEFAULT_CONCURRENCY,
         *,
+        executor: Any = None,
+        workers: int | None = None,
+        budget: float = DEFAULT_BUDGET,
         out: str | Path | None = None,
         overwrite: bool = False,
         progress: bool | Any = True,
         server: Any = None,
-        ramp: float = DEFAULT_RAMP,
+        resume: Any = None,
     ) -> Any:
         """Async :meth:`run`. If cancelled, the partial result is left in ``self.last_result``
         (and saved to ``out``) before the cancellation propagates."""
+        conc = _concurrency(concurrency)
+        budget = _budget(budget)
+        if server is None and workers != 0:
+            stop = threading.Event()
+            fut = asyncio.ensure_future(
+                asyncio.to_thread(self._drive, conc, executor, workers, budget, out, overwrite, progress, resume, stop)
+            )
+            try:
+                return await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                stop.set()
+                with contextlib.suppress(BaseException):
+                    await fut
+                raise
+        run = self._begin(out, overwrite, progress, resume, conc, budget)
+        interrupted = False
+        records: list[TrialRecord] = []
+        proxies: dict[str, Any] = {}
+        control = Concurrency(conc, budget)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if server is None:
+                    from .server import FaultServer
+
+                    # in its own process: the clients here would otherwise delay its writes (GIL)
+                    server = FaultServer(isolate=True)
+                    await asyncio.to_thread(server.start)
+                    stack.push_async_callback(asyncio.to_thread, server.stop)
+                # proxies in their own processes next to an isolated server (a thread server
+                # given by the caller is for tests and debugging: its proxies stay threads too)
+                proxies = await self._start_proxies(server, stack, isolate=bool(server.isolate))
+                urls = {c.index: self._url(server, proxies, c) for c in self.cells}
+
+                def on_record(rec: TrialRecord) -> None:
+                    records.append(rec)
+                    run.add(rec)
+
+                def record(trace: Any, cell: Cell, t: int, tseed: int) -> TrialRecord:
+                    return trace.to_record(trial_id(cell.index, t), cell.index, t, tseed, budget=budget)
+
+                try:
+                    await run_trials(
+                        [(self.cells[c], t) for c, t in run.plan],
+                        urls,
+                        seed_of=lambda cell, t: trial_seed(self.seed, cell.conditions_key, t),
+                        record=record,
+                        on_record=on_record,
+                        concurrency=control,
+                        headers=self.headers or None,
+                        server_isolated=bool(server.isolate),
+                        warm_url=f"http://{server.address[0]}:{server.address[1]}/",
+                        on_window=lambda c: _note(run.bar, f"concurrency {c.cap}"),
+                    )
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    interrupted = True
+                finally:
+                    proxy_logs = {label: _proxy_log(p) for label, p in proxies.items()}
+        finally:
+            meta = {
+                "executor": "this process",
+                "workers": 0,
+                "interrupted": interrupted,
+                "lost": [],
+                "errors": [],
+                "concurrency": control.settled,
+                "lag_p99_s": sorted(control.lags)[int(0.99 * (len(control.lags) - 1))] if control.lags else 0.0,
+                "lag_floor_s": control.floor,
+            }
+            result = run.finish(self, meta, proxy_logs if "proxy_logs" in locals() else {}, records)
+        if interrupted:
+            raise asyncio.CancelledError
+        return result
+
+    def _drive(
+        self,
+        conc: int | None,
+        executor: Any,
+        workers: int | None,
+        budget: float,
+        out: Any,
+        overwrite: bool,
+        progress: Any,
+        resume: Any,
+        stop: threading.Event,
+    ) -> Any:
+        from ._drive import Collected, drive
+
+        run = self._begin(out, overwrite, progress, resume, conc, budget)
+        collected = Collected(run.journal, run.bar, {trial_id(c, t) for c, t in run.plan})
+        meta: dict[str, Any] = {"interrupted": True}
+        try:
+            meta = drive(
+                self.to_dict(redact=False),
+                run.plan,
+                executor=executor,
+                workers=workers,
+                concurrency=conc,
+                budget=budget,
+                collected=collected,
+                stop=stop,
+                parts_dir=run.out / PARTS if run.out is not None else None,
+            )
+        finally:
+            meta["concurrency"] = collected.concurrency or conc
+            meta["concurrency_by_worker"] = dict(collected.settled)
+            meta["lag_p99_s"] = max(collected.lag_p99.values(), default=0.0)
+            meta["lag_floor_s"] = max(collected.floor.values(), default=0.0)
+            proxy_logs = {label: _concat(dfs) for label, dfs in collected.proxy.items()}
+            if run.out is not None:  # what the parts held is in the journal now
+                shutil.rmtree(run.out / PARTS, ignore_errors=True)
+            result = run.finish(self, meta, proxy_logs, list(collected.records.values()))
+        if meta.get("interrupted"):
+            raise KeyboardInterrupt
+        return result
+
+    def _begin(self, out: Any, overwrite: bool, progress: Any, resume: Any, conc: int | None, budget: float) -> _Run:
         from ._progress import Progress
 
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError("concurrency", concurrency, "expected a whole number >= 1")
+        self.last_result = None
+        done: set[str] = set()
+        if resume is not None:
+            if not hasattr(resume, "trials") or (resume.config and Experiment.from_dict(resume.config) != self):
+                raise ConfigError("resume", type(resume).__name__, "a Result of this same experiment")
+            done = set(resume.trials["trial_id"])
+        plan = [(c.index, t) for c in self.cells for t in range(self.trials) if trial_id(c.index, t) not in done]
         out_path = Path(out) if out is not None else None
         journal = None
         aside = None  # an old kit folder at out, set aside until the new bundle is saved
@@ -424,99 +590,14 @@ class Experiment:
             aside = prepare_folder(out_path, overwrite=overwrite)
             (out_path / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
             journal = (out_path / JOURNAL).open("a", encoding="utf-8")
-        records: list[TrialRecord] = []
-        bar = progress if not isinstance(progress, bool) else Progress(len(self), "trials", enabled=progress)
-        meta: dict[str, Any] = {
-            "concurrency": concurrency,
-            "started_utc": _utc(),
-            "trials_planned": len(self),
-            # the kit's clock is monotonic; this pair maps it to wall time (HAR needs dates)
-            "clock_anchor": {"unix_ns": time.time_ns(), "perf_ns": now_ns()},
-        }
-        t0 = time.perf_counter()
-        own_server = server is None
-        interrupted = False
-        async with contextlib.AsyncExitStack() as stack:
-            if own_server:
-                from .server import FaultServer
+        bar = progress if not isinstance(progress, bool) else Progress(len(plan), "trials", enabled=progress)
+        run = _Run(plan, out_path, journal, bar, resume, conc, budget)
+        run.aside = aside
+        return run
 
-                # in its own process: a thousand concurrent clients here would otherwise
-                # delay its writes by competing for the interpreter lock
-                server = FaultServer(isolate=True)
-                await asyncio.to_thread(server.start)
-                stack.push_async_callback(asyncio.to_thread, server.stop)
-            proxies = await self._start_proxies(server, stack)
-            urls = {c.index: self._url(server, proxies, c) for c in self.cells}
-            n_workers = min(concurrency, len(self))
-            clients = _clients(n_workers)
-            for c in clients:
-                stack.push_async_callback(c.aclose)
-            queue: asyncio.Queue[tuple[Cell, int]] = asyncio.Queue()
-            for c in self.cells:
-                for t in range(self.trials):
-                    queue.put_nowait((c, t))
-
-            async def worker(client: httpx.AsyncClient, delay: float) -> None:
-                from .client import astream
-
-                if delay:
-                    await asyncio.sleep(delay)
-                while True:
-                    try:
-                        cell, t = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
-                    tseed = trial_seed(self.seed, cell.conditions_key, t)
-                    trace = await astream(
-                        urls[cell.index],
-                        policy=cell.policy,
-                        client=client,
-                        trial=str(tseed),
-                        seed=tseed,
-                        headers=self.headers or None,
-                    )
-                    if server.isolate:  # its log arrives a moment after the client saw the end
-                        for a in trace.attempts:
-                            await a.await_server_log()
-                    rec = trace.to_record(trial_id(cell.index, t), cell.index, t, tseed)
-                    records.append(rec)
-                    if journal is not None:
-                        journal.write(json.dumps(rec.to_dict(), separators=(",", ":")) + "\n")
-                        journal.flush()
-                    bar.update(1)
-
-            step = ramp / n_workers if ramp else 0.0
-            workers = [asyncio.ensure_future(worker(c, i * step)) for i, c in enumerate(clients)]
-            try:
-                await asyncio.gather(*workers)
-            except BaseException as exc:
-                # Ctrl-C, a kernel interrupt or a bug: stop the trials in flight, keep the finished ones
-                stack.enter_context(saving(_saving_note(out_path)))  # more interrupts do not cut the save short
-                interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-                for w in workers:
-                    w.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
-                if not interrupted:
-                    raise
-            finally:
-                stack.enter_context(saving(_saving_note(out_path)))
-                bar.close()
-                meta["wall_s"] = time.perf_counter() - t0
-                meta["interrupted"] = interrupted
-                meta["trials_done"] = len(records)
-                proxy_logs = {label: _proxy_log(p) for label, p in proxies.items()}
-                result = self.result_of(records, meta=meta, proxy_logs=proxy_logs)
-                self.last_result = result
-                if journal is not None:
-                    journal.close()
-                if out_path is not None:
-                    result.save(out_path, overwrite=True)
-                    discard_aside(aside)
-        if interrupted:
-            raise asyncio.CancelledError
-        return result
-
-    async def _start_proxies(self, server: Any, stack: contextlib.AsyncExitStack) -> dict[str, Any]:
+    async def _start_proxies(
+        self, server: Any, stack: contextlib.AsyncExitStack, *, isolate: bool = False
+    ) -> dict[str, Any]:
         nets = {}
         for c in self.cells:
             if c.network is not None:
@@ -530,7 +611,9 @@ class Experiment:
             # one proxy per distinct network, seeded from the experiment's; it keys its draws
             # (toxicity, jitter, loss, slices) by the trial and attempt each request names
             # (x-kit-trial, x-kit-attempt), so a replayed trial meets the same network
-            proxy = NetworkProxy(upstream=server.address, network=net, seed=network_seed(self.seed, net))
+            proxy = NetworkProxy(
+                upstream=server.address, network=net, seed=network_seed(self.seed, net), isolate=isolate
+            )
             await asyncio.to_thread(proxy.__enter__)
             stack.push_async_callback(asyncio.to_thread, proxy.__exit__, None, None, None)
             proxies[label] = proxy
@@ -579,24 +662,6 @@ def _saving_note(out: Path | None) -> str:
     )
 
 
-def _clients(n: int) -> list[httpx.AsyncClient]:
-    """One single-connection client per worker.
-
-    Why not one shared pool of ``n`` connections: httpcore's pool re-scans every
-    connection for every queued request (O(n^2) per assignment, with a socket poll per
-    idle check); at 100 connections that ate two thirds of the client's CPU and made
-    the server's writes hundreds of ms late. A worker keeps its own keep-alive
-    connection, as one concurrent user of an API would. One SSL context is shared.
-    """
-    import ssl
-
-    ctx = ssl.create_default_context()
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return [
-        httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits, trust_env=False, verify=ctx) for _ in range(n)
-    ]
-
-
 def _listify(name: str, value: Any) -> list[Any]:
     if value is None:
         raise ConfigError(name, None, f"expected a list of {name}")
@@ -630,3 +695,120 @@ def _proxy_log(proxy: Any) -> Any:
 
             return value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
     return None
+
+
+def _concurrency(value: Any) -> int | None:
+    """None (adaptive) for "auto"/None, else a whole number >= 1."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("concurrency", value, "expected 'auto' or a whole number >= 1")
+    return value
+
+
+def _note(bar: Any, text: str) -> None:
+    with contextlib.suppress(AttributeError):  # a caller's own progress object
+        bar.note = text
+
+
+def _budget(value: Any) -> float:
+    """Seconds from a number or a ``kit._fidelity.FidelityBudget``."""
+    value = getattr(value, "added_s", value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError("budget", value, "seconds the kit may add to a timestamp, > 0 (default 0.002)")
+    return float(value)
+
+
+def _concat(frames: list[Any]) -> Any:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+class _Run:
+    """One run's bookkeeping in the driver: the plan, the journal, the bar, the result."""
+
+    def __init__(
+        self,
+        plan: list[tuple[int, int]],
+        out: Path | None,
+        journal: Any,
+        bar: Any,
+        resume: Any,
+        conc: Any,
+        budget: float,
+    ):
+        self.plan, self.out, self.journal, self.bar, self.resume = plan, out, journal, bar, resume
+        self.budget = budget
+        self.aside: Path | None = None
+        self.mode = "adaptive" if conc is None else "fixed"
+        self.meta: dict[str, Any] = {
+            "started_utc": _utc(),
+            "trials_planned": None,
+            # the kit's clock is monotonic; this pair maps it to wall time (HAR needs dates)
+            "clock_anchor": {"unix_ns": time.time_ns(), "perf_ns": now_ns()},
+        }
+        self.t0 = time.perf_counter()
+
+    def add(self, rec: TrialRecord) -> None:
+        if self.journal is not None:
+            self.journal.write(json.dumps(rec.to_dict(), separators=(",", ":")) + "\n")
+            self.journal.flush()
+        self.bar.update(1)
+
+    def finish(self, experiment: Experiment, meta: dict[str, Any], proxy_logs: Any, records: Any = None) -> Any:
+
+        with contextlib.suppress(Exception):
+            self.bar.close()
+        if records is None:
+            records = []
+        meta = {**self.meta, **meta, "concurrency_mode": self.mode, "wall_s": time.perf_counter() - self.t0}
+        meta["budget_s"] = self.budget
+        floor = meta.get("lag_floor_s") or 0.0
+        if floor > self.budget / 2:
+            warnings.warn(
+                f"the client's event loop lagged {floor * 1e3:.1f} ms with almost nothing in flight: this machine "
+                f"is too busy for the {self.budget * 1e3:g} ms fidelity budget; trials over it are flagged "
+                "(result.trials['within_budget'])",
+                stacklevel=4,
+            )
+        meta["trials_planned"] = len(experiment)
+        result = experiment.result_of(records, meta=meta, proxy_logs=proxy_logs)
+        t = result.trials
+        over = int((~t["within_budget"]).sum()) if "within_budget" in t.columns else 0
+        if self.mode == "fixed" and over > 0.01 * len(t) and floor <= self.budget / 2:
+            warnings.warn(
+                f"{over} of {len(t)} trials went over the {self.budget * 1e3:g} ms fidelity budget at concurrency "
+                f"{meta.get('concurrency')}: the kit distorted them (they are flagged); concurrency='auto' (the "
+                "default) caps the trials in flight to what keeps the budget",
+                stacklevel=4,
+            )
+        if self.resume is not None:
+            result = _merged(self.resume, result)
+        experiment.last_result = result
+        if self.journal is not None:
+            self.journal.close()
+        if self.out is not None:
+            with saving(_saving_note(self.out)):  # more interrupts do not cut the save short
+                result.save(self.out, overwrite=True)
+            discard_aside(self.aside)
+        return result
+
+
+def _merged(before: Any, after: Any) -> Any:
+    """The trials of a partial Result and of the run that resumed it, as one Result."""
+    import pandas as pd
+
+    from .result import TABLES, Result
+
+    tables = {}
+    for name in TABLES:
+        a, b = before.tables[name], after.tables[name]
+        df = pd.concat([a, b], ignore_index=True) if len(a) else b.copy()
+        if name == "trials":
+            df = df.sort_values(["cell", "trial"], kind="stable").reset_index(drop=True)
+        tables[name] = df.astype(dict(b.dtypes)) if len(df) else b
+    meta = dict(after.meta)
+    meta["trials_done"] = len(tables["trials"])
+    meta["resumed"] = {"trials_before": len(before.trials), "wall_s_before": before.meta.get("wall_s")}
+    return Result(tables, after.config, meta)

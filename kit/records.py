@@ -161,7 +161,13 @@ _ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
 
 @dataclass(frozen=True, slots=True)
 class TrialRecord:
-    """One logical call: its attempts, and where it sits in a grid (``cell``, ``trial``, ``seed``)."""
+    """One logical call: its attempts, and where it sits in a grid (``cell``, ``trial``, ``seed``).
+
+    ``fidelity``: the kit's own lateness during the call (``server_late_s``,
+    ``proxy_late_s``, ``client_lag_s``, ``kit_added_s``; None where a vantage was absent)
+    and ``within_budget``, judged against the budget of the run that recorded it; None
+    for sources that cannot know (HAR, CSV evidence).
+    """
 
     trial_id: str
     cell: int
@@ -172,6 +178,7 @@ class TrialRecord:
     start_ns: int
     end_ns: int
     attempts: tuple[AttemptRecord, ...] = ()
+    fidelity: Mapping[str, Any] | None = None
 
     @property
     def last(self) -> AttemptRecord | None:
@@ -182,12 +189,14 @@ class TrialRecord:
         """JSON-ready (a line of an experiment's ``trials.jsonl``)."""
         d = {f: getattr(self, f) for f in _TRIAL_FIELDS}
         d["attempts"] = [a.to_dict() for a in self.attempts]
+        d["fidelity"] = dict(self.fidelity) if self.fidelity is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialRecord:
-        kw = {f: d[f] for f in _TRIAL_FIELDS}
+        kw = {f: d[f] for f in _TRIAL_FIELDS if f != "fidelity"}
         kw["attempts"] = tuple(AttemptRecord.from_dict(a) for a in d["attempts"])
+        kw["fidelity"] = d.get("fidelity")  # journals before the fidelity budget have none
         return cls(**kw)
 
     @classmethod

@@ -91,7 +91,12 @@ def render_report(result: Any, title: str | None = None) -> str:
         + ("" if result.complete else " (incomplete run)"),
         "cells": f"{result.trials['cell'].nunique() if len(result.trials) else 0}",
         "seed": cfg.get("seed"),
-        "concurrency": meta.get("concurrency"),
+        "concurrency": (
+            f"{meta.get('concurrency')} ({meta['concurrency_mode']})"
+            if meta.get("concurrency_mode")
+            else meta.get("concurrency")
+        ),
+        "fidelity budget": _budget_line(result),
         "wall time": f"{meta['wall_s']:.1f} s" if isinstance(meta.get("wall_s"), int | float) else None,
         "started (UTC)": meta.get("started_utc"),
         "kit": about.get("kit_version"),
@@ -103,6 +108,7 @@ def render_report(result: Any, title: str | None = None) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items() if v is not None
     )
     outcomes = result.outcomes().reset_index() if len(result.trials) else pd.DataFrame()
+    fid = result.fidelity() if hasattr(result, "fidelity") else pd.DataFrame()
     metrics = result.metrics()
     wide = metrics.pivot_table(
         index=["cell", "scenario", "network", "policy", "trials", "ok_rate"], columns="metric", values="p50", sort=False
@@ -116,6 +122,11 @@ def render_report(result: Any, title: str | None = None) -> str:
         f"<h1>{html.escape(str(name))}</h1><table class='meta'>{meta_html}</table>",
         "<h2>Outcomes</h2>",
         _table(outcomes) if len(outcomes) else "<p>No trials.</p>",
+        "<h2>Fidelity: the kit's own distortion</h2>",
+        "<p class='note'>Per cell: how late the server wrote, a proxy forwarded and the client's loop ran while "
+        "trials were in flight (p99, ms), and how many trials went over the budget. Those trials are left out "
+        "of the metrics below.</p>",
+        _table(fid) if len(fid) else "<p>No fidelity figures in this result.</p>",
         "<h2>Charts</h2>",
     ]
     for ctitle, svg in _charts(result):
@@ -131,6 +142,17 @@ def render_report(result: Any, title: str | None = None) -> str:
         "<p class='note'>Made by kit; charts are inline SVG, so this file needs no network.</p></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _budget_line(result: Any) -> str | None:
+    """``2 ms: 37 of 400 trials over it`` (None for a result without fidelity figures)."""
+    t = result.trials
+    if "within_budget" not in t.columns:
+        return None
+    budget = result.meta.get("budget_s")
+    over = int((~t["within_budget"].astype(bool)).sum())
+    head = f"{budget * 1e3:g} ms: " if isinstance(budget, int | float) else ""
+    return f"{head}{over:,} of {len(t):,} trials over it" + (" (left out of the metrics)" if over else "")
 
 
 def _definitions() -> dict[str, str]:

@@ -21,6 +21,8 @@ from .tables import STREAM_METRICS, TABLES, build, proxy_table, traces_to_record
 
 __all__ = ["STREAM_METRICS", "TABLES", "Result"]
 
+_DEFAULT_BUDGET = 0.002  # s: kit._fidelity.DEFAULT_BUDGET, for results that do not name theirs
+
 
 # ------------------------------------------------------------------------- Result
 
@@ -154,7 +156,7 @@ class Result:
         t = self.trials.assign(outcome=self.trials["phase"] + "/" + self.trials["cause"])
         return t.groupby(by, sort=False)["outcome"].value_counts().unstack(fill_value=0)
 
-    def metrics(self, *, ok_only: bool = False) -> pd.DataFrame:
+    def metrics(self, *, ok_only: bool = False, within_budget: bool = True) -> pd.DataFrame:
         """Streaming metrics per cell: count, mean, p50, p90, p99 and max of each.
 
         One row per (cell, metric). The metrics (names follow vLLM's benchmark
@@ -172,17 +174,29 @@ class Result:
 
         Percentiles are numpy's linear interpolation (as vLLM reports them). Undefined
         values (no body, fewer than two events) are left out of ``n``. ``ok_only``:
-        only trials whose outcome is ``done/ok``. See :data:`STREAM_METRICS`.
+        only trials whose outcome is ``done/ok``. ``within_budget`` (default): trials the
+        kit itself distorted beyond its fidelity budget (``trials["within_budget"]``
+        False) are left out of every figure, ``ok_rate`` included; ``excluded`` counts
+        them per cell (``trials`` counts all). See :data:`STREAM_METRICS`.
         """
         t = self.trials
+        flagged = (
+            ~t["within_budget"].astype(bool)
+            if within_budget and "within_budget" in t.columns
+            else pd.Series(False, index=t.index)
+        )
+        excluded = flagged.groupby(t["cell"]).sum()
+        totals = t.groupby("cell").size()
+        labels = t.drop_duplicates("cell").set_index("cell")[["scenario", "network", "policy"]]
+        t = t[~flagged]
         if ok_only:
             t = t[t["ok"]]
         last = t[["trial_id", "attempts"]].rename(columns={"attempts": "attempt"})
         gaps = self.chunks.merge(last, on=["trial_id", "attempt"])[["trial_id", "gap"]]
         gaps = gaps.merge(t[["trial_id", "cell"]], on="trial_id")
-        labels = t.drop_duplicates("cell").set_index("cell")[["scenario", "network", "policy"]]
         rows = []
-        for cell, g in t.groupby("cell", sort=True):
+        for cell in labels.index.sort_values():
+            g = t[t["cell"] == cell]
             series = {
                 "ttfb_s": g["ttfb_s"],
                 "first_chunk_s": g["first_chunk_s"],
@@ -198,7 +212,8 @@ class Result:
                     {
                         "cell": cell,
                         **labels.loc[cell].to_dict(),
-                        "trials": len(g),
+                        "trials": int(totals.get(cell, 0)),
+                        "excluded": int(excluded.get(cell, 0)),
                         "ok_rate": float(g["ok"].mean()) if len(g) else np.nan,
                         "metric": name,
                         "n": len(v),
@@ -215,6 +230,7 @@ class Result:
             "network",
             "policy",
             "trials",
+            "excluded",
             "ok_rate",
             "metric",
             "n",
@@ -224,7 +240,61 @@ class Result:
             "p99",
             "max",
         ]
-        return pd.DataFrame(rows, columns=cols)
+        out = pd.DataFrame(rows, columns=cols)
+        out.attrs["excluded"] = int(flagged.sum())  # trials over the fidelity budget, left out
+        return out
+
+    def fidelity(self) -> pd.DataFrame:
+        """The kit's own distortion per cell: how far each vantage it owns ran late.
+
+        One row per cell: ``trials``, ``within_budget`` and ``over_budget`` (counts),
+        then the p50 / p99 / max of ``kit_added_s`` (the worst of the three per trial) and
+        the p99 of ``server_late_s``, ``proxy_late_s`` (NaN without a proxy) and
+        ``client_lag_s``, in seconds. ``budget_s`` is the run's budget; ``holds`` is True
+        when the cell's ``kit_added_s`` p99 is within it.
+        """
+        t = self.trials
+        cols = ["cell", "scenario", "network", "policy", "trials", "within_budget", "over_budget"]
+        stats = [
+            "kit_added_p50_s",
+            "kit_added_p99_s",
+            "kit_added_max_s",
+            "server_late_p99_s",
+            "proxy_late_p99_s",
+            "client_lag_p99_s",
+            "budget_s",
+            "holds",
+        ]
+        if "kit_added_s" not in t.columns:
+            return pd.DataFrame(columns=cols + stats)
+        budget = float(self.meta.get("budget_s") or _DEFAULT_BUDGET)
+
+        def q(s: pd.Series, p: float) -> float:
+            v = s.dropna().to_numpy(dtype="float64")
+            return float(np.percentile(v, p)) if len(v) else np.nan
+
+        rows = []
+        for cell, g in t.groupby("cell", sort=True):
+            within = int(g["within_budget"].astype(bool).sum())
+            p99 = q(g["kit_added_s"], 99)
+            rows.append(
+                {
+                    "cell": cell,
+                    **g.iloc[0][["scenario", "network", "policy"]].to_dict(),
+                    "trials": len(g),
+                    "within_budget": within,
+                    "over_budget": len(g) - within,
+                    "kit_added_p50_s": q(g["kit_added_s"], 50),
+                    "kit_added_p99_s": p99,
+                    "kit_added_max_s": float(g["kit_added_s"].max()) if g["kit_added_s"].notna().any() else np.nan,
+                    "server_late_p99_s": q(g["server_late_s"], 99),
+                    "proxy_late_p99_s": q(g["proxy_late_s"], 99),
+                    "client_lag_p99_s": q(g["client_lag_s"], 99),
+                    "budget_s": budget,
+                    "holds": bool(np.isnan(p99) or p99 <= budget),
+                }
+            )
+        return pd.DataFrame(rows, columns=cols + stats)
 
     # -- persistence and export --------------------------------------------------
 

@@ -11,7 +11,9 @@ Tables (one row per ...):
   ``network.<toxic>[.<param>]``, ``policy.<field>``), the final outcome (``phase, cause,
   ok, message``), ``attempts`` and the call metrics of :data:`METRICS`
   (``duration_s, ttfb_s, first_chunk_s, first_event_s, bytes, chunks, events,
-  max_gap_s, tpot_s``), then ``start_ns`` and ``url``.
+  max_gap_s, tpot_s``), the kit's own distortion (``server_late_s, proxy_late_s,
+  client_lag_s, kit_added_s``: NaN where unknown; ``within_budget``), then ``start_ns``
+  and ``url``.
 - ``attempts``: HTTP request (timings in s since the call start, status, framing, outcome).
 - ``chunks``, ``events``: received body chunk, parsed event.
 - ``server``: fault-server log entry; ``connection``: httpcore connection event.
@@ -111,6 +113,11 @@ TRIAL_TAIL = {
     "events": "int64",
     "max_gap_s": "float64",
     "tpot_s": "float64",
+    "server_late_s": "float64",
+    "proxy_late_s": "float64",
+    "client_lag_s": "float64",
+    "kit_added_s": "float64",
+    "within_budget": "bool",
     "start_ns": "int64",
     "url": "str",
 }
@@ -327,9 +334,21 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
         "events": len(et),
         "max_gap_s": max((ct[i] - ct[i - 1]) / 1e9 for i in range(1, len(ct))) if len(ct) > 1 else np.nan,
         "tpot_s": (et[-1] - et[0]) / 1e9 / (len(et) - 1) if len(et) > 1 else np.nan,
+        **_fidelity_cells(r.fidelity),
         "start_ns": start,
         "url": r.url,
     }
+
+
+_FIDELITY = ("server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s")
+
+
+def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fidelity columns of a trial: NaN where unknown; within budget unless known to be over."""
+    fid = fid or {}
+    out: dict[str, Any] = {k: np.nan if fid.get(k) is None else fid[k] for k in _FIDELITY}
+    out["within_budget"] = bool(fid.get("within_budget", True))
+    return out
 
 
 def _timed(

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import _registry
 from ._clock import now_ns
-from ._fidelity import Fidelity, server_lateness
+from ._fidelity import DEFAULT_BUDGET, Fidelity, server_lateness
 from ._redact import redact_text
 from .records import (
     FINAL_SERVER_KINDS,
@@ -279,11 +279,14 @@ class Trace:
 
     # -- records ---------------------------------------------------------------------
 
-    def to_record(self, trial_id: str | None = None, cell: int = 0, trial: int = 0, seed: int = 0) -> TrialRecord:
+    def to_record(
+        self, trial_id: str | None = None, cell: int = 0, trial: int = 0, seed: int = 0, *, budget: float | None = None
+    ) -> TrialRecord:
         """This call as a :class:`~kit.records.TrialRecord` (what an experiment journals).
 
         URLs and response headers are already redacted by the client; messages and
-        errors are redacted again here.
+        errors are redacted again here. The record carries :attr:`fidelity`, judged
+        against ``budget`` (s; default: the kit's 2 ms).
         """
         attempts = []
         for a in self.attempts:
@@ -313,7 +316,16 @@ class Trace:
             start_ns=self.start_ns,
             end_ns=self.end_ns if self.end_ns is not None else now_ns(),
             attempts=tuple(attempts),
+            fidelity=self._fidelity_record(budget),
         )
+
+    def _fidelity_record(self, budget: float | None) -> dict[str, Any]:
+        fid = self.fidelity
+        return {
+            **fid.to_dict(),
+            "kit_added_s": fid.kit_added_s,
+            "within_budget": fid.within(DEFAULT_BUDGET if budget is None else budget),
+        }
 
     @classmethod
     def from_record(

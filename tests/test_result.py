@@ -57,7 +57,7 @@ def test_tables_match_the_trace_views(server):
 
 
 def test_metrics(result):
-    m = result.metrics()
+    m = result.metrics(within_budget=False)  # the definitions, whatever the machine's load did
     assert set(m["metric"]) == set(STREAM_METRICS)
     assert list(m.columns[-6:]) == ["n", "mean", "p50", "p90", "p99", "max"]
     for name in STREAM_METRICS:  # every metric is defined in the docstring
@@ -73,7 +73,7 @@ def test_metrics(result):
     assert broken.loc[("no limits", "first_chunk_s"), "n"] == 0 and np.isnan(
         broken.loc[("no limits", "first_chunk_s"), "p50"]
     )
-    ok = result.metrics(ok_only=True)
+    ok = result.metrics(ok_only=True, within_budget=False)
     assert ok[ok["scenario"] == "headers_then_close"]["n"].eq(0).all()
 
 

@@ -145,9 +145,14 @@ def latency_ecdf(
     metric: str = "first_chunk_s",
     by: str | None = None,
     width: int = WIDTH,
+    within_budget: bool = True,
 ) -> alt.Chart:
     """ECDF of a per-call latency (``ttfb_s``, ``first_chunk_s``, ``first_event_s``,
     ``duration_s``) per cell, from the trials table (one value per call).
+
+    ``within_budget`` (default): calls the kit itself distorted beyond its fidelity
+    budget (``within_budget`` False in an experiment's trials) are left out, and the
+    subtitle says how many; ``False`` draws them too.
 
     The y axis is the share of *all* calls of the group that had the value by time x,
     so calls that never got a first chunk keep the curve below 100%: its plateau is the
@@ -166,15 +171,26 @@ def latency_ecdf(
     if by not in tr.columns:
         raise ConfigError("by", by, f"expected a column of the trials table: {', '.join(map(str, tr.columns))}")
     title += f" per {'trace' if by == 'trial_id' else by}"
+    flagged = 0
+    if within_budget and "within_budget" in tr.columns:
+        keep = tr["within_budget"].astype(bool)
+        flagged = int((~keep).sum())
+        tr = tr[keep]
     rows, missing = [], 0
     for g, sub in tr.groupby(by, sort=False):
         v = pd.to_numeric(sub[metric], errors="coerce").to_numpy(dtype="float64")
         missing += int(np.isnan(v).sum())
         rows.append(ecdf_points(v, len(v)).assign(group=str(g)))
-    ec = pd.concat(rows, ignore_index=True)
+    ec = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     if not len(ec):
+        if flagged:
+            return _empty(
+                title, f"all {flagged:,} calls were over the kit's fidelity budget (within_budget=False draws them)"
+            )
         return _empty(title, f"no call has a {metric} value (none got that far)")
     sub_title = f"{len(tr):,} calls" + (f"; {missing:,} never got there (curves stay below 100%)" if missing else "")
+    if flagged:
+        sub_title += f"; {flagged:,} over the kit's fidelity budget left out"
     return (
         alt.Chart(ec)
         .mark_line(interpolate="step-after", point=len(ec) < 60)
