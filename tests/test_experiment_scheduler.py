@@ -11,8 +11,8 @@ import pytest
 
 import kit
 from kit._progress import Progress
-from kit._runner import START_CAP, Concurrency
 from kit.experiment import Experiment
+from kit.experiment._scheduler import START_CAP, Concurrency
 
 BUDGET = 0.002
 

@@ -112,7 +112,7 @@ def test_ctrl_c_keeps_every_finished_trial_and_the_bundle_loads(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="kills a worker with SIGKILL")
 def test_a_dead_worker_loses_only_its_trials_in_flight():
-    from kit import _drive
+    from kit.experiment import _driver
 
     exp = Experiment(scenarios=[kit.Scenario(events=2, first_byte_delay=0.05, gap=0)], trials=60, seed=5)
     killed: list[int] = []
@@ -120,7 +120,7 @@ def test_a_dead_worker_loses_only_its_trials_in_flight():
     def kill_one_worker() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            pool = _drive._POOL
+            pool = _driver._POOL
             if pool is not None and pool.healthy and pool.on_emit is not None:
                 time.sleep(0.3)  # let some trials finish first
                 pid = pool.pids[0]

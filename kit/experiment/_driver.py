@@ -1,8 +1,8 @@
 """The driver of a multi-process run: plan chunks, hand them to an executor, collect.
 
 The driver process does no client work: it splits the trials into chunks, submits
-:func:`kit._runner.run_chunk` for each to an executor (the kit's own
-:class:`~kit._pool.LocalPool` by default, any ``concurrent.futures.Executor``, or a
+:func:`kit.experiment._worker.run_chunk` for each to an executor (the kit's own
+:class:`~kit.experiment._pool.LocalPool` by default, any ``concurrent.futures.Executor``, or a
 Dask ``Client`` through ``client.get_executor()``), journals each finished trial,
 and advances one progress bar. Records come back with each chunk's result, or at once
 while it runs when the worker can stream them (the local pool).
@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._runner import ChunkSpec, run_chunk
+from ._plan import trial_id
+from ._worker import ChunkSpec, run_chunk
 
 __all__ = ["CHUNKS_PER_WORKER", "Collected", "default_workers", "drive"]
 
@@ -140,7 +141,7 @@ def _executor_of(executor: Any, workers: int | None, on_emit: Callable[[int, Any
     if isinstance(executor, cf.Executor):
         n = workers or getattr(executor, "_max_workers", None) or default_workers()
         return executor, n, False, f"{type(executor).__name__} x{n}"
-    from ._errors import ConfigError
+    from .._errors import ConfigError
 
     raise ConfigError("executor", executor, "expected None, a concurrent.futures.Executor or a dask.distributed.Client")
 
@@ -227,8 +228,6 @@ def drive(
 
 
 def _ids(plan: Sequence[tuple[int, int]]) -> list[str]:
-    from .experiment import trial_id
-
     return [trial_id(c, t) for c, t in plan]
 
 

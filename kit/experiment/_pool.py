@@ -3,8 +3,8 @@
 Why not ``concurrent.futures.ProcessPoolExecutor``: its spawn start method re-imports
 the caller's ``__main__`` in every worker (a script without an ``if __name__ ==
 "__main__"`` guard would run itself again), and a task cannot report anything until it
-returns. Here each worker is ``python -c "from kit._pool import main; main()"`` (the
-same on Linux, macOS and Windows, as :mod:`kit._isolated` starts the fault server),
+returns. Here each worker is ``python -c "from kit.experiment._pool import main; main()"`` (the
+same on Linux, macOS and Windows, as :mod:`kit._child` starts the fault server),
 talks to the driver over a ``multiprocessing.connection`` on loopback with a random
 key, and a running task may call :func:`emit` to send a message at once (the
 experiment runner streams each finished trial that way, so progress is live and a
@@ -73,7 +73,15 @@ class LocalPool(cf.Executor):
             host, port = listener.address
             procs = []
             for i in range(workers):
-                args = [sys.executable, "-c", "from kit._pool import main; main()", host, str(port), key.hex(), str(i)]
+                args = [
+                    sys.executable,
+                    "-c",
+                    "from kit.experiment._pool import main; main()",
+                    host,
+                    str(port),
+                    key.hex(),
+                    str(i),
+                ]
                 procs.append(subprocess.Popen(args, stdin=subprocess.DEVNULL))
             conns: dict[int, Connection] = {}
             accepter = threading.Thread(target=_accept, args=(listener, conns, workers), daemon=True)

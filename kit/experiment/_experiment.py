@@ -1,28 +1,10 @@
-"""Experiments: grids of scenario x network x policy x trials, run concurrently.
+"""The :class:`Experiment`: a grid as a value, and the entry points that run it.
 
-An :class:`Experiment` is a value: its scenarios, networks and policies are kit
-values with ``to_dict``/``from_dict``, so the whole config round-trips through JSON
-(:meth:`Experiment.to_dict`) and a saved bundle can be rerun exactly.
-
-Seeds. Every trial gets a derived seed::
-
-    trial_seed = int(sha256(f"{seed}:{cell.conditions_key}:{trial}").hexdigest()[:15], 16)
-
-where ``cell.conditions_key`` hashes the cell's scenario and network (not its position,
-and not its policy), so adding a cell leaves the other cells' seeds alone, and trial
-``t`` of every policy under the same conditions gets the same seed: the policies face
-the same draws (common random numbers: the same attempts of an outage fail for each),
-so differences between them are the policies', not the dice's. The client sends the
-trial seed as ``x-kit-trial`` (the fault server seeds that trial's gaps and fault rolls
-from it) and as the seed of the policy's backoff jitter, so :meth:`Experiment.replay`
-of one trial alone gets the same scenario timings as its row in the grid.
-
-Running. All trials share one :class:`~kit.FaultServer` (in its own process) and one
-:class:`~kit.NetworkProxy` per distinct network; a fixed number of workers on one event
-loop, each with its own single-connection ``httpx.AsyncClient``, pull trials from a
-queue. With ``out=``, each finished trial is appended to
-``trials.jsonl`` in that folder at once, so a crash loses at most the trials in flight;
-the finished run is then saved there as a bundle (see :mod:`kit.bundle`).
+An :class:`Experiment` is a value: its scenarios, networks and policies are kit values
+with ``to_dict``/``from_dict``, so the whole config round-trips through JSON
+(:meth:`Experiment.to_dict`) and a saved bundle can be rerun exactly. :meth:`run`
+hands the trials to workers (:mod:`kit.experiment._driver`) or, with ``server=`` or
+``workers=0``, runs them on this process's loop (:mod:`kit.experiment._scheduler`).
 """
 
 from __future__ import annotations
@@ -30,34 +12,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import shutil
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._clock import now_ns
-from ._errors import ConfigError
-from ._folders import discard_aside
-from ._loop import run_sync
-from ._params import canonical, content_key, flat_params, label_all
-from ._redact import redact_config
-from ._runner import DEFAULT_BUDGET, Concurrency, run_trials
-from ._signals import saving
-from .policy import Policy
-from .records import CellLabels, TrialRecord
-from .scenarios import Scenario
-from .trace import Trace
+from .._errors import ConfigError
+from .._loop import run_sync
+from .._params import canonical, label_all
+from .._redact import redact_config
+from ..records import TrialRecord
+from ..trace import Trace
+from ._journal import CONFIG_FILE, JOURNAL, PARTS, _budget, _concat, _concurrency, _note, _proxy_log, _Run
+from ._plan import (
+    Cell,
+    _as_network,
+    _as_policy,
+    _as_scenario,
+    _listify,
+    _unique,
+    network_seed,
+    parse_trial_id,
+    trial_id,
+    trial_seed,
+)
+from ._scheduler import DEFAULT_BUDGET, Concurrency, run_trials
 
-__all__ = ["Cell", "Experiment"]
+__all__ = ["DEFAULT_CONCURRENCY", "Experiment"]
 
-JOURNAL = "trials.jsonl"
-CONFIG_FILE = "experiment.json"
-PARTS = "parts"  # per-chunk journals of the workers, merged into JOURNAL by the driver
 DEFAULT_CONCURRENCY = "auto"  # adapt the trials in flight to the client loop's lag
 _CONFIG_FIELDS = (
     "name",
@@ -70,123 +55,6 @@ _CONFIG_FIELDS = (
     "headers",
     "concurrency",
 )
-
-
-def _network_cls() -> Any:
-    from .network import Network
-
-    return Network
-
-
-# ------------------------------------------------------------------ values in a grid
-
-
-def _as_scenario(value: Any) -> Scenario:
-    if isinstance(value, Scenario):
-        return value
-    if isinstance(value, str):
-        return Scenario.preset(value)
-    if isinstance(value, Mapping):
-        d = dict(value)
-        if "preset" in d:  # {"preset": "slow_first_byte", "first_byte_delay": 2}
-            base = Scenario.preset(d.pop("preset")).to_dict()
-            base.update(d)
-            d = base
-        return Scenario.from_dict(d)
-    raise ConfigError("scenarios", value, "expected kit.Scenario values, preset names or scenario dicts")
-
-
-def _as_policy(value: Any) -> Policy:
-    if isinstance(value, Policy):
-        return value
-    if value is None:
-        return Policy()
-    if isinstance(value, Mapping):
-        return Policy.from_dict(value)
-    raise ConfigError("policies", value, "expected kit.Policy values or policy dicts")
-
-
-def _as_network(value: Any) -> Any:
-    if value is None or value == "direct":
-        return None
-    Network = _network_cls()
-    if isinstance(value, Network):
-        return value if value.toxics else None
-    if isinstance(value, Mapping):
-        d = dict(value)
-        net = Network.from_dict(d) if "toxics" in d or set(d) <= {"name"} else Network.from_kwargs(**d)
-        return net if net.toxics else None
-    raise ConfigError("networks", value, "expected kit.Network values, network dicts, 'direct' or None")
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One point of the grid: a scenario, a network (None: direct) and a policy."""
-
-    index: int
-    scenario: Scenario
-    network: Any
-    policy: Policy
-    scenario_label: str = ""
-    network_label: str = "direct"
-    policy_label: str = ""
-
-    @property
-    def key(self) -> str:
-        """A stable id of the cell's content (scenario, network, policy), not its position."""
-        d = self.to_dict()
-        return content_key(d["scenario"], d["network"], d["policy"])
-
-    @property
-    def labels(self) -> CellLabels:
-        """The cell as plain labels and flat parameters (what the tables hold)."""
-        params: dict[str, Any] = {}
-        for kind, value in (("scenario", self.scenario), ("network", self.network), ("policy", self.policy)):
-            params.update(flat_params(kind, value))
-        return CellLabels(self.index, self.scenario_label, self.network_label, self.policy_label, self.key, params)
-
-    @property
-    def conditions_key(self) -> str:
-        """A stable id of what the cell's policy faces (scenario and network): seeds trials."""
-        d = {
-            "scenario": self.scenario.to_dict(),
-            "network": self.network.to_dict() if self.network is not None else None,
-        }
-        return hashlib.sha256(canonical(d).encode()).hexdigest()[:16]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.to_dict(),
-            "network": self.network.to_dict() if self.network is not None else None,
-            "policy": self.policy.to_dict(),
-        }
-
-
-def trial_seed(seed: int, conditions_key: str, trial: int) -> int:
-    """The derived seed of one trial (fits in a signed 64-bit integer)."""
-    return int(hashlib.sha256(f"{seed}:{conditions_key}:{trial}".encode()).hexdigest()[:15], 16)
-
-
-def network_seed(seed: int, network: Any) -> int:
-    """The seed of the proxy of ``network`` in an experiment seeded with ``seed``."""
-    return int(hashlib.sha256(f"{seed}:{canonical(network.to_dict())}".encode()).hexdigest()[:15], 16)
-
-
-def trial_id(cell: int, trial: int) -> str:
-    return f"c{cell:03d}-t{trial:04d}"
-
-
-def parse_trial_id(tid: str) -> tuple[int, int]:
-    try:
-        c, t = tid.split("-")
-        if not (c.startswith("c") and t.startswith("t")):
-            raise ValueError
-        return int(c[1:]), int(t[1:])
-    except ValueError:
-        raise ConfigError("trial_id", tid, "expected an id such as 'c000-t0003' (see result.trials.trial_id)") from None
-
-
-# ------------------------------------------------------------------------ experiment
 
 
 class Experiment:
@@ -541,7 +409,7 @@ class Experiment:
         resume: Any,
         stop: threading.Event,
     ) -> Any:
-        from ._drive import Collected, drive
+        from ._driver import Collected, drive
 
         run = self._begin(out, overwrite, progress, resume, conc, budget)
         collected = Collected(run.journal, run.bar, {trial_id(c, t) for c, t in run.plan})
@@ -650,165 +518,3 @@ class Experiment:
             url = sub._url(server, proxies, sub.cells[0])
             tseed = trial_seed(self.seed, cell.conditions_key, t)
             return await astream(url, policy=cell.policy, trial=str(tseed), seed=tseed, headers=self.headers or None)
-
-
-def _saving_note(out: Path | None) -> str:
-    """What a second Ctrl-C / SIGTERM prints while the finished trials are being saved."""
-    if out is None:
-        return "kit: stopping; the finished trials are kept (a moment)"
-    return (
-        f"kit: saving the finished trials to {out} (a moment). If the process is killed before that, "
-        f'recover them with: python -c "import kit; kit.load({str(out)!r}, recover=True).save({str(out) + "-recovered"!r})"'
-    )
-
-
-def _listify(name: str, value: Any) -> list[Any]:
-    if value is None:
-        raise ConfigError(name, None, f"expected a list of {name}")
-    if isinstance(value, str | Mapping | Scenario | Policy):
-        return [value]
-    try:
-        return list(value)
-    except TypeError:
-        return [value]
-
-
-def _unique(values: list[Any]) -> list[Any]:
-    seen: dict[str, Any] = {}
-    for v in values:
-        seen.setdefault(canonical(v.to_dict() if v is not None else None), v)
-    return list(seen.values())
-
-
-def _utc() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _proxy_log(proxy: Any) -> Any:
-    for attr in ("forwards_df", "log_df"):
-        value = getattr(proxy, attr, None)
-        if value is None:
-            continue
-        value = value() if callable(value) else value
-        with contextlib.suppress(Exception):
-            import pandas as pd
-
-            return value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
-    return None
-
-
-def _concurrency(value: Any) -> int | None:
-    """None (adaptive) for "auto"/None, else a whole number >= 1."""
-    if value is None or value == "auto":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError("concurrency", value, "expected 'auto' or a whole number >= 1")
-    return value
-
-
-def _note(bar: Any, text: str) -> None:
-    with contextlib.suppress(AttributeError):  # a caller's own progress object
-        bar.note = text
-
-
-def _budget(value: Any) -> float:
-    """Seconds from a number or a ``kit._fidelity.FidelityBudget``."""
-    value = getattr(value, "added_s", value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError("budget", value, "seconds the kit may add to a timestamp, > 0 (default 0.002)")
-    return float(value)
-
-
-def _concat(frames: list[Any]) -> Any:
-    import pandas as pd
-
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-class _Run:
-    """One run's bookkeeping in the driver: the plan, the journal, the bar, the result."""
-
-    def __init__(
-        self,
-        plan: list[tuple[int, int]],
-        out: Path | None,
-        journal: Any,
-        bar: Any,
-        resume: Any,
-        conc: Any,
-        budget: float,
-    ):
-        self.plan, self.out, self.journal, self.bar, self.resume = plan, out, journal, bar, resume
-        self.budget = budget
-        self.aside: Path | None = None
-        self.mode = "adaptive" if conc is None else "fixed"
-        self.meta: dict[str, Any] = {
-            "started_utc": _utc(),
-            "trials_planned": None,
-            # the kit's clock is monotonic; this pair maps it to wall time (HAR needs dates)
-            "clock_anchor": {"unix_ns": time.time_ns(), "perf_ns": now_ns()},
-        }
-        self.t0 = time.perf_counter()
-
-    def add(self, rec: TrialRecord) -> None:
-        if self.journal is not None:
-            self.journal.write(json.dumps(rec.to_dict(), separators=(",", ":")) + "\n")
-            self.journal.flush()
-        self.bar.update(1)
-
-    def finish(self, experiment: Experiment, meta: dict[str, Any], proxy_logs: Any, records: Any = None) -> Any:
-
-        with contextlib.suppress(Exception):
-            self.bar.close()
-        if records is None:
-            records = []
-        meta = {**self.meta, **meta, "concurrency_mode": self.mode, "wall_s": time.perf_counter() - self.t0}
-        meta["budget_s"] = self.budget
-        floor = meta.get("lag_floor_s") or 0.0
-        if floor > self.budget / 2:
-            warnings.warn(
-                f"the client's event loop lagged {floor * 1e3:.1f} ms with almost nothing in flight: this machine "
-                f"is too busy for the {self.budget * 1e3:g} ms fidelity budget; trials over it are flagged "
-                "(result.trials['within_budget'])",
-                stacklevel=4,
-            )
-        meta["trials_planned"] = len(experiment)
-        result = experiment.result_of(records, meta=meta, proxy_logs=proxy_logs)
-        t = result.trials
-        over = int((~t["within_budget"]).sum()) if "within_budget" in t.columns else 0
-        if self.mode == "fixed" and over > 0.01 * len(t) and floor <= self.budget / 2:
-            warnings.warn(
-                f"{over} of {len(t)} trials went over the {self.budget * 1e3:g} ms fidelity budget at concurrency "
-                f"{meta.get('concurrency')}: the kit distorted them (they are flagged); concurrency='auto' (the "
-                "default) caps the trials in flight to what keeps the budget",
-                stacklevel=4,
-            )
-        if self.resume is not None:
-            result = _merged(self.resume, result)
-        experiment.last_result = result
-        if self.journal is not None:
-            self.journal.close()
-        if self.out is not None:
-            with saving(_saving_note(self.out)):  # more interrupts do not cut the save short
-                result.save(self.out, overwrite=True)
-            discard_aside(self.aside)
-        return result
-
-
-def _merged(before: Any, after: Any) -> Any:
-    """The trials of a partial Result and of the run that resumed it, as one Result."""
-    import pandas as pd
-
-    from .result import TABLES, Result
-
-    tables = {}
-    for name in TABLES:
-        a, b = before.tables[name], after.tables[name]
-        df = pd.concat([a, b], ignore_index=True) if len(a) else b.copy()
-        if name == "trials":
-            df = df.sort_values(["cell", "trial"], kind="stable").reset_index(drop=True)
-        tables[name] = df.astype(dict(b.dtypes)) if len(df) else b
-    meta = dict(after.meta)
-    meta["trials_done"] = len(tables["trials"])
-    meta["resumed"] = {"trials_before": len(before.trials), "wall_s_before": before.meta.get("wall_s")}
-    return Result(tables, after.config, meta)

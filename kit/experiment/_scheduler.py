@@ -16,31 +16,26 @@ driver does itself when told to, e.g. with ``server=``):
   was in flight (server lateness, proxy lateness, client loop lag) and whether it was
   within the budget.
 
-:func:`run_chunk` is the picklable task an executor runs: it keeps one isolated fault
-server and one proxy per network alive in its process for the next chunk.
+A worker process runs these through :func:`kit.experiment._worker.run_chunk`; the
+driver's own loop runs them for ``run(server=...)`` and ``run(workers=0)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import dataclasses
 import math
-import os
-import socket
 import statistics
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from . import _fidelity
-from ._clock import now_ns
+from .. import _fidelity
+from .._clock import now_ns
 
-__all__ = ["DEFAULT_BUDGET", "ChunkResult", "ChunkSpec", "Concurrency", "run_chunk", "run_trials"]
+__all__ = ["DEFAULT_BUDGET", "Concurrency", "run_trials"]
 
 DEFAULT_BUDGET = _fidelity.DEFAULT_BUDGET.added_s  # s the kit may add to any timestamp (p99)
 WINDOW = 0.1  # s between concurrency decisions
@@ -130,8 +125,8 @@ async def run_trials(
     to ``on_record`` as its trial finishes. Trials in flight when ``stop()`` turns true
     (or when the task is cancelled) are dropped, not recorded.
     """
-    from ._fidelity import LagMonitor
-    from .client import astream
+    from .._fidelity import LagMonitor
+    from ..client import astream
 
     if warm_url:
         await _warm_up(warm_url)
@@ -226,188 +221,7 @@ def _client() -> httpx.AsyncClient:
     connections that ate two thirds of the client's CPU. A slot keeps its own keep-alive
     connection, as one concurrent user of an API would.
     """
-    from .client import _ssl_context
+    from ..client import _ssl_context
 
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     return httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits, trust_env=False, verify=_ssl_context())
-
-
-# ------------------------------------------------------------ a chunk in a worker
-
-
-@dataclasses.dataclass(frozen=True)
-class ChunkSpec:
-    """One task for an executor: some trials of an experiment (all picklable values)."""
-
-    index: int
-    config: dict[str, Any]  # Experiment.to_dict(redact=False)
-    trials: tuple[tuple[int, int], ...]  # (cell index, trial)
-    concurrency: int | None  # per worker; None: adaptive
-    budget: float = DEFAULT_BUDGET
-    stop_file: str | None = None  # the driver creates it to stop the chunk early
-    part_file: str | None = None  # where to journal this chunk's trials (if that folder exists here)
-
-
-@dataclasses.dataclass
-class ChunkResult:
-    index: int
-    worker: str
-    records: list[dict[str, Any]]  # empty when they were streamed to the driver already
-    streamed: int
-    proxy: dict[str, Any]  # network label -> forward rows (a DataFrame)
-    settled: int
-    caps: list[int]
-    lag_p99_s: float
-    floor_s: float
-    stopped: bool
-    wall_s: float
-
-
-_WORKER: dict[str, Any] = {}  # this process's fault server, proxies and controller, kept between chunks
-
-
-def run_chunk(spec: ChunkSpec) -> ChunkResult:
-    """Run one chunk of trials in this process (an executor's worker); see :class:`ChunkSpec`."""
-    from . import _pool
-    from ._loop import new_event_loop
-    from .experiment import Experiment, trial_id, trial_seed
-
-    t0 = time.perf_counter()
-    exp = Experiment.from_dict(spec.config)
-    server = _worker_server()
-    proxies = {c.network_label: _worker_proxy(server, exp, c.network) for c in exp.cells if c.network is not None}
-    urls = {c.index: _url(server, proxies, c) for c in exp.cells}
-    key = ("concurrency", spec.concurrency, spec.budget)
-    control = _WORKER.get(key)
-    if control is None:  # kept between chunks, so a worker does not ramp up from scratch each time
-        control = _WORKER[key] = Concurrency(spec.concurrency, spec.budget)
-    records: list[dict[str, Any]] = []
-    streamed = 0
-    part = _open_part(spec.part_file)
-
-    def on_record(rec: dict[str, Any]) -> None:
-        nonlocal streamed
-        if part is not None:
-            part.write(_json_line(rec))
-            part.flush()
-        if _pool.emit(("record", spec.index, rec)):
-            streamed += 1
-        else:
-            records.append(rec)
-
-    def record(trace: Any, cell: Any, t: int, tseed: int) -> dict[str, Any]:
-        # JSON-ready: it crosses to the driver (and into its journal) as it is
-        return trace.to_record(trial_id(cell.index, t), cell.index, t, tseed, budget=spec.budget).to_dict()
-
-    stop_file = spec.stop_file
-    plan = [(exp.cells[c], t) for c, t in spec.trials]
-    control.samples.clear()
-    control.lags.clear()
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        finished = runner.run(
-            run_trials(
-                plan,
-                urls,
-                seed_of=lambda cell, t: trial_seed(exp.seed, cell.conditions_key, t),
-                record=record,
-                on_record=on_record,
-                concurrency=control,
-                headers=exp.headers or None,
-                stop=(lambda: os.path.exists(stop_file)) if stop_file else (lambda: False),
-                warm_url=f"http://{server.address[0]}:{server.address[1]}/",
-            )
-        )
-    if part is not None:
-        part.close()
-    proxy_rows = {}
-    for label, p in proxies.items():
-        df = p.forwards_df()
-        p.clear_log()
-        proxy_rows[label] = df
-    lags = sorted(control.lags)
-    return ChunkResult(
-        index=spec.index,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        records=records,
-        streamed=streamed,
-        proxy=proxy_rows,
-        settled=control.settled,
-        caps=list(control.samples),
-        lag_p99_s=lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else 0.0,
-        floor_s=control.floor,
-        stopped=not finished,
-        wall_s=time.perf_counter() - t0,
-    )
-
-
-def _json_line(rec: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(rec, separators=(",", ":")) + "\n"
-
-
-def _open_part(path: str | None) -> Any:
-    if not path or not os.path.isdir(os.path.dirname(path)):
-        return None  # e.g. a worker on another machine: its records come back with the result
-    return open(path, "w", encoding="utf-8")
-
-
-def _url(server: Any, proxies: Mapping[str, Any], cell: Any) -> Any:
-    url = server.url_for(cell.scenario)
-    if cell.network is not None:
-        return proxies[cell.network_label].url_for(url)
-    return url
-
-
-def _worker_server() -> Any:
-    from .server import FaultServer
-
-    server = _WORKER.get("server")
-    if server is None or not _alive(server):
-        # in its own process: this worker's clients would otherwise delay its writes (GIL)
-        server = FaultServer(isolate=True).start()
-        _WORKER["server"] = server
-        _WORKER["proxies"] = {}
-        _at_exit(server.stop)
-    return server
-
-
-def _worker_proxy(server: Any, exp: Any, network: Any) -> Any:
-    from ._params import canonical
-    from .experiment import network_seed
-    from .proxy import NetworkProxy
-
-    proxies = _WORKER.setdefault("proxies", {})
-    key = (canonical(network.to_dict()), exp.seed)
-    proxy = proxies.get(key)
-    if proxy is None or not _alive(proxy):
-        # in its own process too: a proxy thread here would compete with the clients (GIL)
-        proxy = NetworkProxy(upstream=server, network=network, seed=network_seed(exp.seed, network), isolate=True)
-        proxy.start()
-        proxies[key] = proxy
-        _at_exit(proxy.stop)
-    return proxy
-
-
-def _alive(component: Any) -> bool:
-    """Whether an isolated server's or proxy's child process still runs (a worker keeps them)."""
-    handle = getattr(component, "_child", None)
-    proc = getattr(handle, "_proc", None) or getattr(getattr(handle, "_child", None), "_proc", None)
-    return proc is not None and proc.poll() is None
-
-
-def _at_exit(fn: Callable[[], None]) -> None:
-    """Stop what this worker started when its process exits (atexit, and multiprocessing's
-    finalizers, which are what a multiprocessing child runs on its way out)."""
-    from multiprocessing import util
-
-    done: list[bool] = []
-
-    def once() -> None:
-        if not done:
-            done.append(True)
-            with contextlib.suppress(Exception):
-                fn()
-
-    atexit.register(once)
-    util.Finalize(None, once, exitpriority=10)
