@@ -89,8 +89,9 @@ def main(args: argparse.Namespace) -> int:
     state = "complete" if result.complete else "INTERRUPTED (finished trials kept)"
     ok = int(t["ok"].sum()) if len(t) else 0
     flagged = int((~t["within_budget"]).sum()) if "within_budget" in t else 0
+    meta = getattr(result, "meta", {})
     print(
-        f"kit run: {len(t)} trials, {ok} ok, {state}; concurrency {result.meta.get('concurrency')} "
-        f"({result.meta.get('concurrency_mode')}); {flagged} over the fidelity budget; bundle: {args.out}"
+        f"kit run: {len(t)} trials, {ok} ok, {state}; concurrency {meta.get('concurrency')} "
+        f"({meta.get('concurrency_mode')}); {flagged} over the fidelity budget; bundle: {args.out}"
     )
     return 0 if result.complete else 130

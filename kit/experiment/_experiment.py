@@ -24,9 +24,21 @@ from .._errors import ConfigError
 from .._loop import run_sync
 from .._params import canonical, label_all
 from .._redact import redact_config
+from .._signals import saving
 from ..records import TrialRecord
 from ..trace import Trace
-from ._journal import CONFIG_FILE, JOURNAL, PARTS, _budget, _concat, _concurrency, _note, _proxy_log, _Run
+from ._journal import (
+    CONFIG_FILE,
+    JOURNAL,
+    PARTS,
+    _budget,
+    _concat,
+    _concurrency,
+    _note,
+    _proxy_log,
+    _Run,
+    _saving_note,
+)
 from ._plan import (
     Cell,
     _as_network,
@@ -225,7 +237,7 @@ class Experiment:
 
     def result_of(self, records: Iterable[Any], **kw: Any) -> Any:
         """A :class:`~kit.Result` of this grid's trial records (``meta``, ``proxy_logs`` as in ``Result.from_records``)."""
-        from .result import Result
+        from ..result import Result
 
         meta = dict(kw.pop("meta", None) or {})
         meta.setdefault("trials_planned", len(self))
@@ -346,7 +358,7 @@ class Experiment:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if server is None:
-                    from .server import FaultServer
+                    from ..server import FaultServer
 
                     # in its own process: the clients here would otherwise delay its writes (GIL)
                     server = FaultServer(isolate=True)
@@ -427,20 +439,21 @@ class Experiment:
                 parts_dir=run.out / PARTS if run.out is not None else None,
             )
         finally:
-            meta["concurrency"] = collected.concurrency or conc
-            meta["concurrency_by_worker"] = dict(collected.settled)
-            meta["lag_p99_s"] = max(collected.lag_p99.values(), default=0.0)
-            meta["lag_floor_s"] = max(collected.floor.values(), default=0.0)
-            proxy_logs = {label: _concat(dfs) for label, dfs in collected.proxy.items()}
-            if run.out is not None:  # what the parts held is in the journal now
-                shutil.rmtree(run.out / PARTS, ignore_errors=True)
-            result = run.finish(self, meta, proxy_logs, list(collected.records.values()))
+            with saving(_saving_note(run.out)):  # more interrupts do not cut the save short
+                meta["concurrency"] = collected.concurrency or conc
+                meta["concurrency_by_worker"] = dict(collected.settled)
+                meta["lag_p99_s"] = max(collected.lag_p99.values(), default=0.0)
+                meta["lag_floor_s"] = max(collected.floor.values(), default=0.0)
+                proxy_logs = {label: _concat(dfs) for label, dfs in collected.proxy.items()}
+                if run.out is not None:  # what the parts held is in the journal now
+                    shutil.rmtree(run.out / PARTS, ignore_errors=True)
+                result = run.finish(self, meta, proxy_logs, list(collected.records.values()))
         if meta.get("interrupted"):
             raise KeyboardInterrupt
         return result
 
     def _begin(self, out: Any, overwrite: bool, progress: Any, resume: Any, conc: int | None, budget: float) -> _Run:
-        from ._progress import Progress
+        from .._progress import Progress
 
         self.last_result = None
         done: set[str] = set()
@@ -453,7 +466,7 @@ class Experiment:
         journal = None
         aside = None  # an old kit folder at out, set aside until the new bundle is saved
         if out_path is not None:
-            from .bundle import prepare_folder
+            from ..bundle import prepare_folder
 
             aside = prepare_folder(out_path, overwrite=overwrite)
             (out_path / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2))
@@ -472,7 +485,7 @@ class Experiment:
                 nets.setdefault(c.network_label, c.network)
         if not nets:
             return {}
-        from .proxy import NetworkProxy  # written alongside; only needed when a grid has networks
+        from ..proxy import NetworkProxy  # written alongside; only needed when a grid has networks
 
         proxies = {}
         for label, net in nets.items():
@@ -501,13 +514,13 @@ class Experiment:
 
     async def areplay(self, tid: str, *, server: Any = None) -> Trace:
         """Async :meth:`replay`."""
-        from .client import astream
+        from ..client import astream
 
         c, t = self._locate(tid)
         cell = self.cells[c]
         async with contextlib.AsyncExitStack() as stack:
             if server is None:
-                from .server import FaultServer
+                from ..server import FaultServer
 
                 server = FaultServer()
                 await asyncio.to_thread(server.start)

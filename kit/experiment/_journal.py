@@ -116,49 +116,52 @@ class _Run:
         self.bar.update(1)
 
     def finish(self, experiment: Any, meta: dict[str, Any], proxy_logs: Any, records: Any = None) -> Any:
+        """The Result of the trials recorded (merged with the resumed one), saved to ``out``."""
+        with saving(_saving_note(self.out)):  # more interrupts do not cut building and saving short
+            with contextlib.suppress(Exception):
+                self.bar.close()
+            meta = {**self.meta, **meta, "concurrency_mode": self.mode, "wall_s": time.perf_counter() - self.t0}
+            meta["budget_s"] = self.budget
+            meta["trials_planned"] = len(experiment)
+            result = experiment.result_of(records or [], meta=meta, proxy_logs=proxy_logs)
+            self._warn(result)
+            if self.resume is not None:
+                result = _merged(self.resume, result)
+            experiment.last_result = result
+            if self.journal is not None:
+                self.journal.close()
+            if self.out is not None:
+                result.save(self.out, overwrite=True)
+                discard_aside(self.aside)
+            return result
 
-        with contextlib.suppress(Exception):
-            self.bar.close()
-        if records is None:
-            records = []
-        meta = {**self.meta, **meta, "concurrency_mode": self.mode, "wall_s": time.perf_counter() - self.t0}
-        meta["budget_s"] = self.budget
-        floor = meta.get("lag_floor_s") or 0.0
+    def _warn(self, result: Any) -> None:
+        """Say when the kit could not keep its budget: a busy machine, or a fixed concurrency."""
+        floor = result.meta.get("lag_floor_s") or 0.0
         if floor > self.budget / 2:
             warnings.warn(
                 f"the client's event loop lagged {floor * 1e3:.1f} ms with almost nothing in flight: this machine "
                 f"is too busy for the {self.budget * 1e3:g} ms fidelity budget; trials over it are flagged "
                 "(result.trials['within_budget'])",
-                stacklevel=4,
+                stacklevel=5,
             )
-        meta["trials_planned"] = len(experiment)
-        result = experiment.result_of(records, meta=meta, proxy_logs=proxy_logs)
+            return
         t = result.trials
         over = int((~t["within_budget"]).sum()) if "within_budget" in t.columns else 0
-        if self.mode == "fixed" and over > 0.01 * len(t) and floor <= self.budget / 2:
+        if self.mode == "fixed" and over > 0.01 * len(t):
             warnings.warn(
                 f"{over} of {len(t)} trials went over the {self.budget * 1e3:g} ms fidelity budget at concurrency "
-                f"{meta.get('concurrency')}: the kit distorted them (they are flagged); concurrency='auto' (the "
-                "default) caps the trials in flight to what keeps the budget",
-                stacklevel=4,
+                f"{result.meta.get('concurrency')}: the kit distorted them (they are flagged); concurrency='auto' "
+                "(the default) caps the trials in flight to what keeps the budget",
+                stacklevel=5,
             )
-        if self.resume is not None:
-            result = _merged(self.resume, result)
-        experiment.last_result = result
-        if self.journal is not None:
-            self.journal.close()
-        if self.out is not None:
-            with saving(_saving_note(self.out)):  # more interrupts do not cut the save short
-                result.save(self.out, overwrite=True)
-            discard_aside(self.aside)
-        return result
 
 
 def _merged(before: Any, after: Any) -> Any:
     """The trials of a partial Result and of the run that resumed it, as one Result."""
     import pandas as pd
 
-    from .result import TABLES, Result
+    from ..result import TABLES, Result
 
     tables = {}
     for name in TABLES:

@@ -32,7 +32,7 @@ __all__ = ["Cell", "network_seed", "parse_trial_id", "trial_id", "trial_seed"]
 
 
 def _network_cls() -> Any:
-    from .network import Network
+    from ..network import Network
 
     return Network
 
