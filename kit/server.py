@@ -708,7 +708,7 @@ def _http10(response: Response) -> Response:
     return dataclasses.replace(response, headers=[*headers, ("connection", "close")], framing=framing)
 
 
-INLINE_PLAN_EVENTS = 2_000  # planning more events than this runs off the loop (it takes ~0.1 ms per event)
+INLINE_PLAN_EVENTS = 500  # planning more events than this runs off the loop (~0.01-0.1 ms per event)
 
 
 async def _plan(scenario: Scenario, attempt: int, trial: str) -> Plan:
