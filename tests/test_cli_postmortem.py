@@ -7,8 +7,8 @@ import pytest
 from test_notebooks import execute
 
 from kit import ConfigError
-from kit._cli_postmortem import TEMPLATE, new
 from kit.cli import main
+from kit.cli.postmortem import TEMPLATE, new
 
 
 def test_template_is_packaged_clean():

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 import kit
-from kit import _cli_serve, node
+from kit import node
+from kit.cli import serve as _cli_serve
 
 
 class Serve:

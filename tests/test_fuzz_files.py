@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kit
-from kit._cli_run import load_config
+from kit.cli.run import load_config
 from kit.experiment import trial_id
 from kit.network import Network
 

@@ -654,7 +654,7 @@ def test_toxic_management() -> None:
 # -- the command line ---------------------------------------------------------------
 
 CLI = (
-    "import argparse, sys, kit._cli_proxy as m; p = argparse.ArgumentParser(prog='kit');"
+    "import argparse, sys, kit.cli.proxy as m; p = argparse.ArgumentParser(prog='kit');"
     " m.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
 )
 
@@ -699,7 +699,7 @@ def test_cli_reports_bad_values() -> None:
 
 
 def test_cli_register_adds_the_subcommand() -> None:
-    import kit._cli_proxy as cli
+    import kit.cli.proxy as cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())

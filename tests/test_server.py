@@ -270,7 +270,7 @@ def test_http_1_0_gets_a_close_delimited_body_then_close(server):
 
 
 def test_unknown_scenarios_and_rejected_requests_are_logged_like_any_request(server):
-    from kit._cli_serve import format_request
+    from kit.cli.serve import format_request
 
     n = len(server.requests)
     _exchange(server, b"GET /s/nope/v1/messages?key=hush HTTP/1.1\r\nhost: x\r\n\r\n")

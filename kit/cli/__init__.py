@@ -1,37 +1,30 @@
 """The ``kit`` command: ``kit serve``, ``kit proxy``, ``kit run``, ``kit report`` and more.
 
-Each subcommand lives in its own ``kit/_cli_<name>.py`` module exposing
-``register(subparsers)``; this module only assembles them.
+Each subcommand lives in its own module of this package (``kit/cli/<name>.py``)
+exposing ``register(subparsers)``; ``kit/cli/_common.py`` holds what they share. This
+module only assembles them, imported statically (each imports what its command
+needs when it runs, so ``kit --help`` stays fast).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from ._errors import KitError
+from .._errors import KitError
+from . import atlas, export, postmortem, proxy, record, report, run, serve
 
 __all__ = ["main"]
 
 # one module per subcommand; each defines register(subparsers) and sets `func` on its parser
-COMMANDS = (
-    "_cli_proxy",
-    "_cli_serve",
-    "_cli_record",
-    "_cli_atlas",
-    "_cli_run",
-    "_cli_report",
-    "_cli_postmortem",
-    "_cli_export",
-)
+COMMANDS = (proxy, serve, record, atlas, run, report, postmortem, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kit", description="Investigate streaming API failures.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"kit.{name}").register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 

@@ -18,7 +18,7 @@ __all__ = ["main", "register"]
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``atlas`` subcommand to an argparse ``subparsers`` object."""
-    from .atlas import DEFAULT_CLIENTS
+    from ..atlas import DEFAULT_CLIENTS
 
     parser = subparsers.add_parser(
         "atlas",
@@ -48,7 +48,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import atlas
+    from .. import atlas
 
     if args.atlas_command == "build":
         df = atlas.build(

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["TEMPLATE", "main", "new", "register"]
 
-TEMPLATE = Path(__file__).resolve().parent / "templates" / "postmortem.ipynb"
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "postmortem.ipynb"
 
 
 def _slug(name: str) -> str:

@@ -23,9 +23,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .compare import load
-    from .evidence import from_har
-    from .report import write_report
+    from ..compare import load
+    from ..evidence import from_har
+    from ..report import write_report
 
     result = from_har(args.bundle) if str(args.bundle).lower().endswith(".har") else load(args.bundle)
     path = write_report(result, args.out, overwrite=args.overwrite, title=args.title)

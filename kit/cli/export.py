@@ -29,7 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .export import export
+    from ..export import export
 
     path = export(
         args.notebook, args.out, execute=not args.no_execute, parameters=args.parameters, timeout=args.timeout

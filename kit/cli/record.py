@@ -16,9 +16,9 @@ import argparse
 import sys
 from typing import Any
 
-from ._cli_common import run_until_interrupted
-from ._errors import KitError
-from ._units import format_size, parse_size
+from .._errors import KitError
+from .._units import format_size, parse_size
+from ._common import run_until_interrupted
 
 __all__ = ["main", "register"]
 
@@ -51,8 +51,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Record until interrupted, then save; returns the exit status."""
-    from ._clock import now_ns
-    from .recorder import Recorder
+    from .._clock import now_ns
+    from ..recorder import Recorder
 
     host, _, port = args.listen.rpartition(":")
     start = now_ns()

@@ -12,11 +12,11 @@ import argparse
 import sys
 from typing import Any
 
-from ._cli_common import run_until_interrupted
-from ._clock import now_ns
-from ._errors import KitError
-from ._units import format_size
-from .proxy import NetworkProxy
+from .._clock import now_ns
+from .._errors import KitError
+from .._units import format_size
+from ..proxy import NetworkProxy
+from ._common import run_until_interrupted
 
 __all__ = ["main", "register"]
 

@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ._errors import BundleError, ConfigError
+from .._errors import BundleError, ConfigError
 
 __all__ = ["load_config", "main", "register"]
 
@@ -64,8 +64,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ._signals import sigterm_as_sigint
-    from .experiment import DEFAULT_CONCURRENCY, Experiment
+    from .._signals import sigterm_as_sigint
+    from ..experiment import DEFAULT_CONCURRENCY, Experiment
 
     sigterm_as_sigint()  # `kill` keeps the finished trials, as Ctrl-C does
 

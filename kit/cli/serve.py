@@ -15,10 +15,10 @@ import argparse
 import sys
 from typing import Any
 
-from ._cli_common import run_until_interrupted
-from ._clock import now_ns
-from ._errors import KitError
-from .server import FaultServer
+from .._clock import now_ns
+from .._errors import KitError
+from ..server import FaultServer
+from ._common import run_until_interrupted
 
 __all__ = ["format_request", "main", "register"]
 
@@ -87,8 +87,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"kit serve listening on {server.url}", flush=True)
     for token in server.scenarios():
         print(f"  {server.url}/s/{token}", flush=True)
-    from .scenarios import PRESETS
-    from .sdk import scenario_url  # the same faults speaking the OpenAI chat protocol
+    from ..scenarios import PRESETS
+    from ..sdk import scenario_url  # the same faults speaking the OpenAI chat protocol
 
     print("OpenAI protocol (use <url>/v1 as OPENAI_BASE_URL):", flush=True)
     for name in PRESETS:
