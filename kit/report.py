@@ -40,22 +40,9 @@ def _charts(result: Any) -> list[tuple[str, str]]:
     t = result.trials
     if not len(t):
         return out
-    try:
-        from . import charts as kc
-    except ImportError:  # pragma: no cover - charts is part of the kit
-        kc = None
-    heat = None
-    if kc is not None and hasattr(kc, "outcome_heatmap"):
-        heat = kc.outcome_heatmap(result)
-    else:
-        share = t.groupby(["scenario", "network", "policy"])["ok"].mean().rename("ok_rate").reset_index()
-        share["row"] = share["scenario"] + " | " + share["network"]
-        heat = (
-            alt.Chart(share)
-            .mark_rect()
-            .encode(x="policy:N", y="row:N", color=alt.Color("ok_rate:Q", scale=alt.Scale(domain=[0, 1])))
-        )
-    out.append(("Outcomes per cell", _svg(heat)))
+    from . import charts as kc
+
+    out.append(("Outcomes per cell", _svg(kc.outcome_heatmap(result))))
     labels = t["scenario"] + " | " + t["network"] + " | " + t["policy"]
     for col, title in (("first_chunk_s", "Time to first chunk (s)"), ("duration_s", "End-to-end (s)")):
         d = pd.DataFrame({"cell": labels, "value": t[col]}).dropna()

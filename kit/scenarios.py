@@ -580,8 +580,6 @@ class Scenario:
         for key in d:
             if key not in names:
                 raise ConfigError.unknown("scenario field", key, names)
-        if "preset" in d:  # pragma: no cover - guarded above; kept for clarity
-            pass
         if "faults" in d:
             d["faults"] = tuple(fault_from_dict(f) for f in d["faults"])
         if "attempts" in d:

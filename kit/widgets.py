@@ -396,12 +396,10 @@ class Explorer(w.VBox):
         return self._server
 
     def _proxy_or_none(self) -> Any:
-        """A network proxy in front of the server, when kit.proxy exists (started on first use)."""
+        """A network proxy in front of the server (started on first use)."""
         if self._proxy is None:
-            try:
-                from .proxy import NetworkProxy
-            except ImportError:  # the network part is optional: scenario and policy still work
-                return None
+            from .proxy import NetworkProxy
+
             self._proxy = NetworkProxy(upstream=self.server).start()
         return self._proxy
 

@@ -76,8 +76,6 @@ def test_a_superseded_run_is_cancelled():
 
 
 def test_network_controls_change_the_proxy_live():
-    pytest.importorskip("kit.proxy")
-
     async def main():
         ex = Explorer("ok", autorun=False)
         try:
@@ -131,8 +129,6 @@ def test_describe_outcome_plain_words(server):
 
 @pytest.mark.slow
 def test_sweep_panel_runs_shows_heatmap_and_cell_timelines():
-    pytest.importorskip("kit.experiment")
-
     async def main():
         panel = SweepPanel(
             "slow_first_byte",
@@ -165,8 +161,6 @@ def test_sweep_panel_runs_shows_heatmap_and_cell_timelines():
 
 @pytest.mark.slow
 def test_sweep_panel_stop_keeps_finished_trials():
-    pytest.importorskip("kit.experiment")
-
     async def main():
         panel = SweepPanel(
             x="scenario.first_byte_delay", y="policy.first_chunk", x_values="0, 2", y_values="5", trials=3
