@@ -9,7 +9,7 @@ stylesheet is fetched from the network, so it opens offline from a mail attachme
 Charts become images because the kernel runs with ``KIT_CHARTS_RENDERER=png``, which
 :func:`kit.charts.enable_offline` honours (a first cell calling it runs, and is left out
 of the page, so a notebook that never calls it exports the same way). Interactive
-widgets (notebook 00) have no static form; their text fallback is shown.
+widgets (notebook 01, the explorer) have no static form; their text fallback is shown.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "00_explorer.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "01_explorer.ipynb"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 FIRST_BYTE_DELAY = 1.0  # seconds: each ok run takes about this long
 

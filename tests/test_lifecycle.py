@@ -178,7 +178,7 @@ def test_quickstart_with_every_cell_run_twice():
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.read(NOTEBOOKS / "01_quickstart.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / "00_quickstart.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     probe = "\nimport gc as _gc, json as _json\n_gc.collect()\nprint('KITSTATE' + _json.dumps(_kit_state()))"
 

@@ -20,8 +20,8 @@ DEDICATED = {"03_real_clients.ipynb", "04_timeout_sweep.ipynb", "05_postmortem_n
 
 # per-notebook overrides of the `parameters` cell (only what keeps CI fast)
 OVERRIDES: dict[str, str] = {
-    "00_explorer.ipynb": "FIRST_BYTE_DELAY = 0.5",
-    "01_quickstart.ipynb": "EVENTS = 10",
+    "01_explorer.ipynb": "FIRST_BYTE_DELAY = 0.5",
+    "00_quickstart.ipynb": "EVENTS = 10",
     "02_network_conditions.ipynb": (
         "EVENTS, GAP, LATENCY, JITTER = 15, 0.02, 0.1, 0.02\nBANDWIDTH, STALL_AFTER, STALL_FOR = '4KB/s', '1KB', 0.5"
     ),

@@ -14,7 +14,7 @@ import pytest
 import kit
 from kit.widgets import Explorer, SweepPanel, describe_outcome
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "00_explorer.ipynb"
+NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "01_explorer.ipynb"
 
 
 def _rows(jchart) -> list[dict]:
