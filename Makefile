@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kit)" >/dev/null
 	touch $(STAMP)
 
+# after each save, a notebook git sees unchanged (outputs stripped) is not listed by `git status`
+LAB_FLAGS := --ContentsManager.post_save_hook=kit._lab.refresh_git_stat
+
 # jupyter refuses to run as root without --allow-root (containers, CI machines)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
 lab: $(STAMP) git-filter lab-settings
-	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
+	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_FLAGS) notebooks/
 
 test: $(STAMP) git-filter
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,8 @@ Text from the bundle is HTML-escaped; secrets are already redacted in a Result.
 from __future__ import annotations
 
 import html
+import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,24 @@ th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}.meta td{tex
 """
 
 
+# ids Vega gives clip paths and gradients (clip1, gradient_0, ...), and the references to them
+_SVG_ID = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+
+
 def _svg(chart: Any) -> str:
+    """The chart as inline SVG, its ids made unique on the page: Vega numbers clip paths
+    ``clip1``, ``clip2``... in every SVG, so a later chart would take an earlier one's clip
+    and hide rows (vega/vega#3987)."""
     import vl_convert as vlc
 
     version = alt.SCHEMA_VERSION.lstrip("v").rsplit(".", 1)[0]  # "v6.4.1" -> "6.4"
     svg = vlc.vegalite_to_svg(chart.to_dict(), vl_version=version)
-    return svg[svg.index("<svg") :] if "<svg" in svg else svg
+    svg = svg[svg.index("<svg") :] if "<svg" in svg else svg
+    prefix = f"kit{next(_SVG_COUNT)}-"
+    return _SVG_ID.sub(lambda m: m.group(1) + prefix + m.group(2), svg)
+
+
+_SVG_COUNT = itertools.count(1)
 
 
 def _charts(result: Any) -> list[tuple[str, str]]:

@@ -33,6 +33,7 @@ import pandas as pd
 from . import charts
 from ._errors import ConfigError
 from .charts._common import _label
+from .charts._output import EMBED_OPTIONS
 from .client import astream
 from .policy import TIMEOUTS, Policy
 from .scenarios import Close, ErrorEvent, Malformed, NoTerminator, Reset, Scenario, Stall, TruncatedChunk
@@ -245,6 +246,10 @@ class NetworkControls(_Controls):
         return any(v is not None for k, v in self.value.items() if k in ("latency", "bandwidth", "stall_after"))
 
 
+#: causes a failure before the first body byte has (what "retry before first chunk" retries)
+_BEFORE_FIRST_CHUNK = ("timeout.first_chunk", "ended")
+
+
 class PolicyControls(_Controls):
     """The client's timeouts (0 = no limit) and retries."""
 
@@ -279,6 +284,10 @@ class PolicyControls(_Controls):
         changes: dict[str, Any] = {k: (c[k] if c[k] > 0 else None) for k in TIMEOUTS}
         changes["max_retries"] = c["max_retries"]
         changes["retry_before_first_chunk"] = c["retry_before_first_chunk"]
+        # the failures that happen before the first body byte must also be retryable
+        # causes, as in the watchdog preset; unticked, the base policy's list stands
+        before = _BEFORE_FIRST_CHUNK if c["retry_before_first_chunk"] else ()
+        changes["retry_on"] = (*self._base.retry_on, *(x for x in before if x not in self._base.retry_on))
         return self._base.replace(**changes, name=None)
 
 
@@ -338,7 +347,7 @@ def describe_outcome(trace: Any, scenario: Scenario | None = None) -> str:
 
 def _jupyter_chart(chart: Any) -> alt.JupyterChart:
     alt.JupyterChart.enable_offline()  # vl-convert's bundle: renders without internet (once per process)
-    return alt.JupyterChart(chart)
+    return alt.JupyterChart(chart, embed_options=EMBED_OPTIONS)
 
 
 class Explorer(w.VBox):

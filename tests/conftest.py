@@ -33,3 +33,12 @@ def tls_server(tls_ca):
     tls_ca[0].issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
     with kit.FaultServer(tls=ctx) as srv:
         yield srv
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly, at the end of the run, that the browser test did not run."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser" in r.nodeid]
+    if skipped:
+        reason = skipped[0].longrepr[2] if isinstance(skipped[0].longrepr, tuple) else str(skipped[0].longrepr)
+        terminalreporter.write_sep("!", "BROWSER TEST SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"{len(skipped)} browser test(s) did not run: {reason}", red=True)

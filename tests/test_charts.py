@@ -287,3 +287,21 @@ def test_import_changes_no_renderer_and_enable_offline_does():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["default", "jupyter"]
+
+
+def test_heatmap_shows_every_varying_dimension():
+    rows = [
+        {"trial_id": f"{fc}-{lat}-{r}-{i}", "policy.first_chunk": fc, "network.latency": lat, "policy.max_retries": r}
+        | {"policy.name": f"retries {r}", "cause": "ok" if r else "ended", "phase": "done", "ok": bool(r)}
+        for fc in (0.5, 1.0)
+        for lat in (0.0, 0.3)
+        for r in (0, 2)
+        for i in range(2)
+    ]
+    tr = pd.DataFrame(rows)
+    cells = _datasets(_spec(kc.outcome_heatmap(tr)))[0]
+    assert len(cells) == 8  # 2 x 2 x 2: the third dimension is named on the rows, not pooled
+    assert {c["share"] for c in cells} == {1.0}
+    assert "pooled over policy.max_retries" in _titles(
+        _spec(kc.outcome_heatmap(tr, "policy.first_chunk", "network.latency"))
+    )

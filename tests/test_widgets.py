@@ -187,3 +187,49 @@ def test_explorer_notebook_runs_in_a_fresh_kernel():
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "done/ok" in text and "first_chunk/timeout.first_chunk" in text
+
+
+def test_every_what_to_try_step_of_the_explorer_notebook_does_what_it_says():
+    """Notebook 01's "What to try" list, step by step, on short delays."""
+
+    async def main():
+        ex = Explorer("slow_first_byte", autorun=False)
+        try:
+            sc, net, pol = ex.scenario_controls, ex.network_controls, ex.policy_controls
+            sc.set(first_byte_delay=0.4)
+            pol.set(first_chunk=0.2)  # 1. below the delay: no chunks; above: done
+            assert (await ex.wait()).outcome.cause == "timeout.first_chunk"
+            pol.set(first_chunk=2.0)
+            base = await ex.wait()
+            assert base.ok
+            pol.set(first_chunk=0.0, idle=0.2)  # 2. no first-chunk limit: idle covers the wait
+            assert (await ex.wait()).outcome.cause == "timeout.idle"
+            pol.set(first_chunk=2.0, idle=5.0)
+            net.set(latency=0.3)  # 3. latency shifts the whole stream right
+            shifted = await ex.wait()
+            assert shifted.summary()["first_chunk_s"] >= base.summary()["first_chunk_s"] + 0.25
+            net.set(latency=0.0)
+            sc.controls["preset"].value = "stall_mid_stream"  # 4. a stall longer than the idle limit
+            pol.set(idle=0.3)
+            t = await ex.wait()
+            assert (t.outcome.phase, t.outcome.cause) == ("stream", "timeout.idle") and t.summary()["chunks"] > 0
+            for preset, cause in (
+                ("close_mid_stream", "closed"),
+                ("headers_then_close", "closed"),
+                ("empty_200", "ended"),
+            ):
+                sc.controls["preset"].value = preset  # 5. cut by the server, or ended cleanly with nothing
+                assert (await ex.wait()).outcome.cause == cause, preset
+            sc.controls["preset"].value = "slow_first_byte"  # 6. retries before the first chunk
+            sc.set(first_byte_delay=0.4)
+            pol.set(first_chunk=0.1, max_retries=2)
+            pol.controls["retry_before_first_chunk"].value = False
+            assert len((await ex.wait()).attempts) == 1
+            pol.controls["retry_before_first_chunk"].value = True
+            t = await ex.wait()
+            assert len(t.attempts) == 3 and t.outcome.cause == "timeout.first_chunk"
+            assert len({r["row"] for r in _rows(ex.timeline) if "row" in r}) == 3  # a row per attempt
+        finally:
+            ex.close()
+
+    run(main())

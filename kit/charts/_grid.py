@@ -33,6 +33,23 @@ def grid_axes(trials: pd.DataFrame) -> list[str]:
     return out
 
 
+def _hidden_axes(tr: pd.DataFrame, shown: list[str], varying: list[str]) -> list[str]:
+    """Varying columns the chosen axes do not already determine (each would be pooled)."""
+    hidden: list[str] = []
+    keys = [tr[c].astype("object").map(_label) for c in shown]
+    for c in varying:
+        if c in shown:
+            continue
+        col = tr[c].astype("object").map(_label)
+        if (
+            pd.concat([*keys, col], axis=1).drop_duplicates().shape[0]
+            > pd.concat(keys, axis=1).drop_duplicates().shape[0]
+        ):
+            hidden.append(c)
+            keys.append(col)
+    return hidden
+
+
 def outcome_heatmap(
     data: Any,
     x: str | None = None,
@@ -67,6 +84,7 @@ def outcome_heatmap(
     if outcome not in tr.columns:
         raise ConfigError("outcome", outcome, f"the trials table has no {outcome!r} column")
     varying = grid_axes(tr)
+    chosen = x is not None
     if x is None:
         x = varying[0] if varying else ("cell" if "cell" in tr.columns else "trial_id")
         if y is None and len(varying) > 1:
@@ -74,6 +92,20 @@ def outcome_heatmap(
     for name, col in (("x", x), ("y", y)):
         if col is not None and col not in tr.columns:
             raise ConfigError(name, col, f"expected a column of the trials table: {', '.join(map(str, tr.columns))}")
+    hidden = _hidden_axes(tr, [c for c in (x, y) if c is not None], varying)
+    notes = []
+    if hidden and not chosen:  # every varying dimension stays visible: the rows name the rest
+        rows = [c for c in (y, *hidden) if c is not None]
+        tr["_rows"] = [
+            ", ".join(f"{c.split('.', 1)[-1]}={_label(v)}" for c, v in zip(rows, vals, strict=True))
+            for vals in tr[rows].astype("object").itertuples(index=False)
+        ]
+        y = "_rows"
+        y_title: str | None = " · ".join(rows)
+    else:
+        y_title = _unit(y) if y else None
+        if hidden:
+            notes.append(f"pooled over {', '.join(hidden)} (not on an axis)")
     tr["x"] = tr[x].astype("object").map(_label)
     tr["y"] = tr[y].astype("object").map(_label) if y is not None else "all"
     tr["_o"] = tr[outcome].astype(str)
@@ -96,10 +128,10 @@ def outcome_heatmap(
     pick = alt.selection_point(name="cell", fields=["x", "y"], on="click", clear="dblclick")
     base = alt.Chart(cells).encode(
         x=alt.X("x:O", title=_unit(x), sort=x_sort),
-        y=alt.Y("y:O", title=_unit(y) if y else None, sort=list(reversed(y_sort))),
+        y=alt.Y("y:O", title=y_title, sort=list(reversed(y_sort))),
         tooltip=[
             alt.Tooltip("x:O", title=x),
-            *([alt.Tooltip("y:O", title=y)] if y else []),
+            *([alt.Tooltip("y:O", title=y_title or y)] if y else []),
             alt.Tooltip("n:Q", title="trials"),
             alt.Tooltip("shares:N", title=f"share of each {outcome}"),
         ],
@@ -120,5 +152,10 @@ def outcome_heatmap(
     return alt.layer(rect, text).properties(
         width=w,
         height=max(60, min(600, 40 * len(y_sort))),
-        title=_title(title, f"{len(tr):,} trials; colour: most common {outcome}; opacity: its share; click a cell"),
+        title=_title(
+            title,
+            "; ".join(
+                [f"{len(tr):,} trials", f"colour: most common {outcome}", "opacity: its share", "click a cell", *notes]
+            ),
+        ),
     )

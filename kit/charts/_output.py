@@ -9,6 +9,11 @@ import altair as alt
 
 from .._errors import ConfigError
 
+EMBED_OPTIONS = {"renderer": "canvas"}
+"""How live charts are drawn: on a canvas. Vega's SVG renderer names clip paths ``clip1``,
+``clip2``... per chart, so on a page with several zoomable charts a later chart is clipped
+by an earlier, smaller one's clip path and hides rows (vega/vega#3987)."""
+
 
 def save(chart: Any, path: str | Path, *, scale: float = 2.0) -> Path:
     """Write ``chart`` as a static ``.png`` or ``.svg`` (rendered by vl-convert, offline).
@@ -49,4 +54,4 @@ def enable_offline() -> None:
     if static in ("png", "svg"):
         alt.renderers.enable(static, **({"scale_factor": 1.5} if static == "png" else {}))
         return
-    alt.renderers.enable("jupyter", offline=True)
+    alt.renderers.enable("jupyter", offline=True, embed_options=EMBED_OPTIONS)
