@@ -169,7 +169,9 @@ def _open_and_run_all(page, base: str, token: str, name: str) -> None:
         page.wait_for_timeout(200)
     else:
         raise AssertionError("the notebook's kernel did not start")
-    started = "() => Array.from(document.querySelectorAll('.jp-InputPrompt')).some(e => /\\[[*0-9]/.test(e.textContent))"
+    started = (
+        "() => Array.from(document.querySelectorAll('.jp-InputPrompt')).some(e => /\\[[*0-9]/.test(e.textContent))"
+    )
     for _ in range(4):  # a kernel still starting (or a late kernel dialog) can swallow the first "Run All"
         for dialog in page.locator(".jp-Dialog .jp-mod-accept").all():
             dialog.click()
