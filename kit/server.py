@@ -556,6 +556,10 @@ class FaultServer:
                 if tail:
                     transport.write(tail)
                 await writer.drain()
+                if action.kind == "close":  # Close(clean=True): the body ended, then the FIN it promises
+                    log("close", 0, due, now_ns())
+                    writer.close()
+                    return "close"
                 if response.framing == "close":
                     writer.close()
                 return "end"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -345,6 +346,14 @@ def describe_outcome(trace: Any, scenario: Scenario | None = None) -> str:
 # ------------------------------------------------------------------------- Explorer
 
 
+def _stop(part: Any) -> None:
+    """Stop a server or proxy, except while the interpreter exits: ipywidgets closes widgets
+    from ``__del__`` then, when the servers' threads can no longer answer (a script that built
+    an explorer outside a kernel would end with a TimeoutError); the OS reclaims the sockets."""
+    if part is not None and not sys.is_finalizing():
+        part.stop()
+
+
 def _jupyter_chart(chart: Any) -> alt.JupyterChart:
     alt.JupyterChart.enable_offline()  # vl-convert's bundle: renders without internet (once per process)
     return alt.JupyterChart(chart, embed_options=EMBED_OPTIONS)
@@ -416,12 +425,9 @@ class Explorer(w.VBox):
         """Cancel any run, stop the server and proxy, close the widgets."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._proxy is not None:
-            self._proxy.stop()
-            self._proxy = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        _stop(self._proxy)
+        _stop(self._server)
+        self._proxy = self._server = None
         super().close()
 
     # -- running -----------------------------------------------------------------
@@ -718,7 +724,6 @@ class SweepPanel(w.VBox):
 
     def close(self) -> None:
         self.stop()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        _stop(self._server)
+        self._server = None
         super().close()

@@ -229,7 +229,7 @@ def test_explorer_in_chromium_flips_outcome_and_redraws(lab, tmp_path):
         _open_and_run_all(page, base, token, name)
 
         # the notebook ends with the first-chunk timeout at half the first-byte delay
-        _wait_for(page, lambda: "first_chunk/timeout.first_chunk" in _outcome(page), 40, "the timeout outcome")
+        _wait_for(page, lambda: "first_chunk/timeout.first_chunk" in _outcome(page), 120, "the timeout outcome")
         page.wait_for_selector(".vega-embed canvas, .vega-embed svg", timeout=30_000)
         page.wait_for_timeout(500)
         assert "Error loading script" not in page.content()
@@ -298,7 +298,7 @@ def test_several_charts_on_one_page_each_show_all_rows(tmp_path):
     with _jupyterlab(tmp_path, root) as (base, token), _chromium() as browser:
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         _open_and_run_all(page, base, token, "charts.ipynb")
-        page.wait_for_function("document.querySelectorAll('.vega-embed').length >= 3", timeout=90_000)
+        page.wait_for_function("document.querySelectorAll('.vega-embed').length >= 3", timeout=180_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(tmp_path / "charts.png"), full_page=True)
         shot_dir = os.environ.get("KIT_SCREENSHOT_DIR")

@@ -313,3 +313,22 @@ def test_keep_bounds_the_log_of_a_long_running_server():
         assert srv.requests[-1]["request_id"] in srv._by_request  # the newest are kept
     with pytest.raises(kit.ConfigError, match="keep"):
         kit.FaultServer(keep=0)
+
+
+def test_clean_close_ends_the_body_then_sends_fin(server):
+    """Close(clean=True): the zero-length chunk, then the FIN (the connection is not kept alive)."""
+    import socket
+
+    url = server.url_for("empty_200")
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1] + "/v1/messages"
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        body = b'{"stream": true}'
+        s.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        data = b""
+        while chunk := s.recv(65536):  # returns b"" on FIN; a kept-alive connection would time out here
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"0\r\n\r\n")

@@ -233,3 +233,14 @@ def test_every_what_to_try_step_of_the_explorer_notebook_does_what_it_says():
             ex.close()
 
     run(main())
+
+
+def test_a_script_that_builds_an_explorer_exits_cleanly():
+    """Widgets closed by ipywidgets' __del__ at interpreter exit do not raise (no kernel, no close())."""
+    import subprocess
+    import sys
+
+    code = "import kit.widgets\nex = kit.widgets.Explorer('ok', autorun=False)\nex.server\nprint('built')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "built" in done.stdout
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
