@@ -9,16 +9,19 @@ stylesheet is fetched from the network, so it opens offline from a mail attachme
 Charts become images because the kernel runs with ``KIT_CHARTS_RENDERER=png``, which
 :func:`kit.charts.enable_offline` honours (a first cell calling it runs, and is left out
 of the page, so a notebook that never calls it exports the same way). Interactive
-widgets (notebook 01, the explorer) have no static form; their text fallback is shown.
+widgets (notebook 01, the explorer) have no static form: each is replaced by a note, and
+no widget loader is added.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ._errors import ConfigError, KitError
 
@@ -48,13 +51,31 @@ _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</sc
 _REMOTE_LINK = re.compile(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*/?>", re.I)
 
 
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_NOTE = "<p><i>An interactive widget was here: it needs a running kernel. Open the notebook in JupyterLab to use it.</i></p>"
+
+
+def _static_widgets(nb: Any) -> Any:
+    """A copy of ``nb`` without widget state (whose presence makes nbconvert add a widget
+    loader fetched from a CDN) and with each widget view replaced by a note."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET_VIEW in data:
+                out["data"] = {"text/html": _WIDGET_NOTE}
+    return nb
+
+
 _SETUP = "import kit.charts\nkit.charts.enable_offline()"
 
 
-def to_html(nb: object, *, title: str | None = None) -> str:
+def to_html(nb: Any, *, title: str | None = None) -> str:
     """An executed notebook node as a standalone HTML page (no network references)."""
     from nbconvert import HTMLExporter
 
+    nb = _static_widgets(nb)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True

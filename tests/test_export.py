@@ -71,3 +71,17 @@ def test_no_execute_converts_stored_outputs(tmp_path):
     nbformat.write(nb, tmp_path / "s.ipynb")
     out = export(tmp_path / "s.ipynb", execute=False)
     assert out == tmp_path / "s.html" and "Stored" in out.read_text()
+
+
+def test_widgets_become_a_note_and_no_loader_is_fetched(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    out = nbformat.v4.new_output(
+        "display_data", data={"application/vnd.jupyter.widget-view+json": view, "text/plain": "VBox()"}
+    )
+    nb.cells = [nbformat.v4.new_markdown_cell("# W"), nbformat.v4.new_code_cell("w", outputs=[out])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    nbformat.write(nb, tmp_path / "w.ipynb")
+    page = export(tmp_path / "w.ipynb", execute=False).read_text()
+    assert "interactive widget was here" in page
+    assert "unpkg.com" not in page and "widget-state+json" not in page
