@@ -5,6 +5,10 @@ for misuse. Timing uses one ``asyncio.timeout`` per attempt whose deadline moves
 phase changes (connect -> send -> headers -> first chunk -> each chunk), so each limit of
 the :class:`~kit.policy.Policy` fires as its own cause with no extra task per chunk.
 Connection events come from httpcore's ``trace`` extension.
+
+Why over 600 lines: the call loop, the phase clock and the body reader live together; the
+body reader (framing, phase tracking, SSE feed) is the part meant to move to a socket-free
+``kit/_body.py`` shared with :mod:`kit.instrument` (not done yet).
 """
 
 from __future__ import annotations

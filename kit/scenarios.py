@@ -10,6 +10,9 @@ over the complete healthy stream, so for an Anthropic stream of ``events=40`` de
 Everything is a value: scenarios compare equal, round-trip through JSON
 (:meth:`Scenario.to_dict` / :meth:`Scenario.from_dict`) and draw their randomness from
 a seed, so an experiment can store them and replay any single attempt.
+
+Why over 600 lines: one value type with many small fault dataclasses, presets and their
+validation, kept together so a scenario and its faults are read in one place.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ that log is the *server* vantage point of a trace.
 URLs name scenarios: ``POST {server.url_for(scenario)}/v1/messages`` gets that scenario
 (any path under the base works, so SDKs with a ``base_url`` just work). ``GET /``
 lists the scenarios as JSON.
+
+Why over 600 lines: the in-process server and its child-process mode still share one
+class (``FaultServer`` branches on ``self._child``); putting the two modes behind one
+interface would split it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ Policy) and ``.on_change(callback)``; :func:`describe_outcome` is the outcome li
 
 Each panel starts its own :class:`~kit.FaultServer` (and a network proxy) lazily on
 the first run and stops them on :meth:`close`.
+
+Why over 600 lines: two panels (Explorer, SweepPanel) and their shared controls; a
+``widgets/`` package split by panel is the next step.
 """
 
 from __future__ import annotations
