@@ -18,9 +18,12 @@ def test_sweep_notebook(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "tables equal: True" in text
+    assert "settled at" in text and "TTFB p50: concurrent" in text  # the adaptive runner and the one-at-a-time check
+    assert "dask tcp://127.0.0.1" in text and "same outcome per trial as the local run:" in text
     result = kit.load(pathlib.Path(run_dir))
     assert len(result.trials) == 3 * 5 * 4
     t = result.trials
+    assert {"client_lag_s", "kit_added_s", "within_budget"} <= set(t.columns)  # the fidelity columns
     # on the direct path the outcome is a step at the server's 1 s think time; 2.5 s is enough on any network
     direct = t[t["network"] == "direct"]
     assert set(direct.loc[direct["policy.first_chunk"] < 1.0, "cause"]) == {"timeout.first_chunk"}
