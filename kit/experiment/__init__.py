@@ -1,8 +1,9 @@
 """Experiments: grids of scenario x network x policy x trials, run on worker processes.
 
 - :mod:`._plan`: grid values, :class:`Cell`, derived per-trial seeds, trial ids.
-- :mod:`._experiment`: :class:`Experiment` (the grid as a JSON-ready value; ``run``,
-  ``arun``, ``replay``).
+- :mod:`._grid`: ``Grid``, the grid as a JSON-ready value (cells, ``to_dict``/``from_dict``).
+- :mod:`._experiment`: :class:`Experiment`, a ``Grid`` that runs (``run``, ``arun``,
+  ``replay``).
 - :mod:`._driver`: the driver of a run: chunks of trials to an executor (the kit's
   :mod:`._pool` of local worker processes, any ``concurrent.futures.Executor``, a Dask
   ``Client``), one progress bar, stopping, lost trials.

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._params import canonical
+from ._grid import Grid
 from ._plan import network_seed, trial_id, trial_seed
 from ._scheduler import DEFAULT_BUDGET, Concurrency, run_trials
 
@@ -65,10 +66,9 @@ def run_chunk(spec: ChunkSpec) -> ChunkResult:
     """Run one chunk of trials in this process (an executor's worker); see :class:`ChunkSpec`."""
     from .._loop import new_event_loop
     from . import _pool
-    from ._experiment import Experiment
 
     t0 = time.perf_counter()
-    exp = Experiment.from_dict(spec.config)
+    exp = Grid.from_dict(spec.config)
     server = _worker_server()
     proxies = {c.network_label: _worker_proxy(server, exp, c.network) for c in exp.cells if c.network is not None}
     urls = {c.index: _url(server, proxies, c) for c in exp.cells}
