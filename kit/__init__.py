@@ -5,7 +5,8 @@ The curated public names; see docs/architecture.md for the map of the package.
 
 from __future__ import annotations
 
-from . import atlas, evidence, node, records, sdk, tables, vantage  # submodules: kit.atlas.lookup, kit.sdk.run...
+# submodules: kit.atlas.lookup, kit.sdk.run...
+from . import atlas, claude_code, evidence, node, postmortem, records, sdk, tables, vantage
 from ._errors import BundleError, ConfigError, KitError, ServerError
 from ._redact import unredact
 from ._version import __version__ as __version__
@@ -78,9 +79,11 @@ __all__ = [
     "WrongFormat",
     "astream",
     "atlas",
+    "claude_code",
     "evidence",
     "instrument",
     "node",
+    "postmortem",
     "records",
     "sdk",
     "stream",

@@ -348,13 +348,16 @@ class Stall(Toxic):
     from its peer, the failure that idle timeouts exist for. The stall starts when
     byte ``after_bytes`` has been forwarded (or, if that happened before the toxic was
     added, with the next chunk) and happens once per connection. ``duration=None``
-    stalls until the toxic is removed.
+    stalls until the toxic is removed. ``body=True`` counts ``after_bytes`` from the
+    first byte after the connection's first HTTP header block (its blank line), so the
+    stall lands at the same body offset whatever the size of the headers.
     """
 
     kind: ClassVar[str] = "stall"
 
     after_bytes: int = 0
     duration: float | None = None
+    body: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -364,7 +367,7 @@ class Stall(Toxic):
 
     def _describe_params(self) -> str:
         when = "forever" if self.duration is None else f"for {format_duration(self.duration)}"
-        return f"after {format_size(self.after_bytes)} {when}"
+        return f"after {format_size(self.after_bytes)}{' of body' if self.body else ''} {when}"
 
 
 @dataclass(frozen=True)

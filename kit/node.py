@@ -38,11 +38,20 @@ PACKAGES = {
     "anthropic-node": ("@anthropic-ai/sdk", "anthropic", "stream"),
     "anthropic-node:create": ("@anthropic-ai/sdk", "anthropic", "create"),
     "openai-node": ("openai", "openai", "create"),
+    "openai-node:stream": ("openai", "openai", "stream"),
 }
 METHODS = {
     ("anthropic", "stream"): "messages.stream",
     ("anthropic", "create"): "messages.create({stream: true})",
     ("openai", "create"): "chat.completions.create({stream: true})",
+    ("openai", "stream"): "chat.completions.stream",
+}
+#: the exact versions a bare client name runs (the atlas's clients): the newest releases whose
+#: ``engines`` accept Node 20, checked when they were pinned; change them here, then `kit atlas build`
+PINNED = {
+    "@anthropic-ai/sdk": "1.15.0",
+    "openai": "6.39.1",
+    "@anthropic-ai/claude-code": "2.1.197",
 }
 INSTALL_TIMEOUT = 180.0  # seconds npm may take for one package (a few seconds on a normal link)
 
@@ -96,7 +105,11 @@ async function main() {
   if (cfg.maxRetries !== null) opts.maxRetries = cfg.maxRetries;
   const client = new Client(opts);
   const messages = [{ role: 'user', content: 'Say hello, slowly.' }];
-  // signal_timeout: the caller's own AbortController deadline on the whole request
+  // signal_timeout: the caller's own AbortController deadline on the whole request; first a probe
+  // (HEAD, not counted by the fault server) so that the deadline is not spent loading the HTTP stack
+  if (cfg.signalTimeout !== null && cfg.signalTimeout !== undefined) {
+    await fetch(cfg.baseURL, { method: 'HEAD' }).catch(() => {});
+  }
   const reqOpts = cfg.signalTimeout !== null && cfg.signalTimeout !== undefined
     ? { signal: AbortSignal.timeout(cfg.signalTimeout) } : undefined;
   let result;
@@ -109,6 +122,12 @@ async function main() {
     const s = await client.messages.create({ model: 'claude-kit-1', max_tokens: 1024, messages, stream: true }, reqOpts);
     for await (const ev of s) { n++; last = ev.type; }
     result = { events: n, last_event: last };
+  } else if (cfg.method === 'stream') {
+    const api = client.chat.completions.stream ? client.chat.completions : client.beta.chat.completions;
+    const s = api.stream({ model: 'gpt-kit-1', messages, stream: true }, reqOpts);
+    const c = await s.finalChatCompletion();
+    result = { finish_reason: c.choices[0] && c.choices[0].finish_reason,
+               text_chars: ((c.choices[0] && c.choices[0].message.content) || '').length };
   } else {
     let n = 0, finish = null, text = 0;
     const s = await client.chat.completions.create({ model: 'gpt-kit-1', messages, stream: true }, reqOpts);
@@ -175,6 +194,8 @@ _RESOLVED: dict[tuple[str, str], str] = {}  # npm answers for this process (late
 
 
 def _resolve_version(pkg: str, spec: str) -> str:
+    if spec == "latest" and pkg in PINNED:
+        spec = PINNED[pkg]
     if _VERSION.match(spec):
         return spec
     if (pkg, spec) in _RESOLVED:
@@ -216,6 +237,7 @@ def ensure_package(pkg: str, version: str = "latest", *, timeout: float = INSTAL
     final = root / f"{_safe(pkg)}-{exact}"
     if (final / "node_modules" / pkg / "package.json").is_file():
         return final, exact
+    _check_engines(pkg, exact)
     root.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
@@ -239,6 +261,63 @@ def ensure_package(pkg: str, version: str = "latest", *, timeout: float = INSTAL
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final, exact
+
+
+def node_version() -> tuple[int, ...] | None:
+    """The installed node's version as numbers (None without node)."""
+    if shutil.which("node") is None:
+        return None
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _key(out.strip().lstrip("v")) or None
+
+
+def engines_fit(range_: str | None, version: tuple[int, ...]) -> bool:
+    """Whether a package's ``engines.node`` range (``>=18.0.0``, ``^20 || >=22``...) accepts ``version``."""
+    if not range_ or range_.strip() in ("*", ""):
+        return True
+    for alt in range_.split("||"):
+        ok = True
+        for part in alt.split():
+            m = re.match(r"^(>=|<=|>|<|\^|~|=)?v?(\d+(?:\.\d+){0,2})", part)
+            if not m:
+                continue
+            op, want = m.group(1) or "=", _key(m.group(2))
+            have = version[: len(want)]
+            ok &= {
+                ">=": have >= want,
+                ">": have > want,
+                "<=": have <= want,
+                "<": have < want,
+                "^": have[:1] == want[:1] and version >= want,
+                "~": have[:2] == want[:2] and version >= want,
+                "=": have == want,
+            }[op]
+        if ok:
+            return True
+    return False
+
+
+def _check_engines(pkg: str, exact: str) -> None:
+    """Refuse (before installing) a version whose ``engines.node`` does not accept this node."""
+    have = node_version()
+    if have is None:
+        return
+    try:
+        out = subprocess.run(
+            ["npm", "view", f"{pkg}@{exact}", "engines", "--json"], capture_output=True, text=True, timeout=60
+        ).stdout
+        engines = json.loads(out) if out.strip() else {}
+    except (subprocess.SubprocessError, OSError, ValueError):
+        return  # offline: npm install decides
+    need = engines.get("node") if isinstance(engines, dict) else None
+    if not engines_fit(need, have):
+        raise NodeUnavailable(
+            f"{pkg}@{exact} needs node {need} (engines) but this node is v{'.'.join(map(str, have))}: not installed; "
+            f"pick a version that supports it (kit pins {pkg}@{PINNED.get(pkg, '?')})"
+        )
 
 
 def run(

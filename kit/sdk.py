@@ -16,11 +16,14 @@ Clients (:data:`CLIENTS`): ``anthropic-python`` (``messages.stream``),
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from ._clock import now_ns
 from ._errors import ConfigError
+from ._loop import run_sync
 from ._sdkrun import SDKNotInstalled, SDKRun, ServerCount, exception_name, resolve, scenario_url
 from .scenarios import Scenario
 from .server import FaultServer
@@ -40,10 +43,20 @@ def _import(name: str) -> Any:
         ) from None
 
 
-def _sdk_client(module: Any, cls: str, base_url: str, max_retries: int | None, timeout: float | None, instrument: bool):
+def _sdk_client(
+    module: Any,
+    cls: str,
+    base_url: str,
+    max_retries: int | None,
+    timeout: float | None,
+    instrument: bool,
+    asynchronous: bool = False,
+):
     import httpx2
 
-    http = httpx2.Client(trust_env=False, follow_redirects=True)  # the SDKs' own client options, no env proxies
+    # the SDKs' own client options, no env proxies
+    http = (httpx2.AsyncClient if asynchronous else httpx2.Client)(trust_env=False, follow_redirects=True)
+    cls = f"Async{cls}" if asynchronous else cls
     recorder = None
     if instrument:
         from .instrument import instrument as _instrument
@@ -75,7 +88,7 @@ def _call(
     exc_name, message, result, outcome = None, "", None, "returned"
     try:
         result = body()
-    except Exception as exc:  # the SDK's exception is the finding
+    except (Exception, asyncio.CancelledError) as exc:  # the SDK's exception (or the caller's cancel) is the finding
         exc_name, message, outcome = exception_name(exc), str(exc), "raised"
     elapsed = (now_ns() - t0) / 1e9
     trace = None
@@ -102,6 +115,22 @@ def _call(
     )
 
 
+def _body(sync: Callable[[], Any], make_async: Callable[[], Any], abort_after: float | None) -> Callable[[], Any]:
+    """The call as the application makes it; with ``abort_after`` (s) the async call runs as a
+    task that the caller cancels after that long (``asyncio.CancelledError`` if still running)."""
+    if abort_after is None:
+        return sync
+
+    async def cancelled() -> Any:
+        task = asyncio.ensure_future(make_async())
+        done, _ = await asyncio.wait({task}, timeout=abort_after)
+        if not done:
+            task.cancel()
+        return await task
+
+    return lambda: run_sync(cancelled())
+
+
 def run_anthropic(
     url: str | Scenario,
     *,
@@ -110,18 +139,21 @@ def run_anthropic(
     max_retries: int | None = None,
     timeout: float | None = None,
     instrument: bool = True,
+    abort_after: float | None = None,
 ) -> SDKRun:
     """One ``messages.stream`` (``method="stream"``) or ``messages.create(stream=True)``
     (``method="create"``) call through the ``anthropic`` Python SDK.
 
     ``url`` is a scenario URL, or a preset name / Scenario with ``server``. ``max_retries``
     and ``timeout`` (seconds) default to the SDK's own (2 and 600 s with connect 5 s).
+    ``abort_after`` (s): the async client's call runs as a task the caller cancels then.
     """
     if method not in ("stream", "create"):
         raise ConfigError.unknown("method", method, ("stream", "create"))
     anthropic = _import("anthropic")
     url, scenario, server = resolve(url, server, "anthropic")
-    sdk, recorder, http = _sdk_client(anthropic, "Anthropic", url, max_retries, timeout, instrument)
+    asynchronous = abort_after is not None
+    sdk, recorder, http = _sdk_client(anthropic, "Anthropic", url, max_retries, timeout, instrument, asynchronous)
     request = {"model": MODEL["anthropic"], "max_tokens": 1024, "messages": PROMPT}
 
     def via_stream() -> dict[str, Any]:
@@ -131,14 +163,29 @@ def run_anthropic(
         text = "".join(getattr(b, "text", "") for b in msg.content)
         return {"events": events, "stop_reason": msg.stop_reason, "text_chars": len(text)}
 
+    async def via_stream_async() -> dict[str, Any]:
+        async with sdk.messages.stream(**request) as s:
+            events = 0
+            async for _ in s:
+                events += 1
+            msg = await s.get_final_message()
+        return {"events": events, "stop_reason": msg.stop_reason}
+
     def via_create() -> dict[str, Any]:
-        types: list[str] = []
-        for ev in sdk.messages.create(**request, stream=True):
-            types.append(ev.type)
+        types: list[str] = [ev.type for ev in sdk.messages.create(**request, stream=True)]
         return {"events": len(types), "last_event": types[-1] if types else None}
 
+    async def via_create_async() -> dict[str, Any]:
+        types = [ev.type async for ev in await sdk.messages.create(**request, stream=True)]
+        return {"events": len(types), "last_event": types[-1] if types else None}
+
+    body = (
+        _body(via_stream, via_stream_async, abort_after)
+        if method == "stream"
+        else _body(via_create, via_create_async, abort_after)
+    )
     name = "messages.stream" if method == "stream" else "messages.create(stream=True)"
-    opts = {"max_retries": max_retries, "timeout": timeout}
+    opts = {"max_retries": max_retries, "timeout": timeout, "abort_after": abort_after}
     try:
         return _call(
             "anthropic-python" if method == "stream" else "anthropic-python:create",
@@ -147,61 +194,107 @@ def run_anthropic(
             url,
             scenario,
             server,
-            via_stream if method == "stream" else via_create,
+            body,
             recorder,
             opts,
         )
     finally:
+        _close(http)
+
+
+def _close(http: Any) -> None:
+    if hasattr(http, "aclose"):  # an AsyncClient: its connections belonged to the finished loop
+        with contextlib.suppress(Exception):
+            run_sync(http.aclose())
+    else:
         http.close()
 
 
 def run_openai(
     url: str | Scenario,
     *,
+    method: str = "create",
     server: FaultServer | None = None,
     max_retries: int | None = None,
     timeout: float | None = None,
     instrument: bool = True,
+    abort_after: float | None = None,
 ) -> SDKRun:
-    """One ``chat.completions.create(stream=True)`` call through the ``openai`` Python SDK.
+    """One ``chat.completions.create(stream=True)`` (``method="create"``) or
+    ``chat.completions.stream()`` (``method="stream"``, the stream helper) call through the
+    ``openai`` Python SDK.
 
-    An Anthropic-protocol scenario URL on a FaultServer of this process is switched to the
-    same scenario speaking the OpenAI protocol. The SDK's ``base_url`` gets ``/v1``.
+    An Anthropic-protocol scenario URL is switched to the same scenario speaking the
+    OpenAI protocol on the same origin. The SDK's ``base_url`` gets ``/v1``.
     """
+    if method not in ("stream", "create"):
+        raise ConfigError.unknown("method", method, ("stream", "create"))
     openai = _import("openai")
     url, scenario, server = resolve(url, server, "openai")
-    sdk, recorder, http = _sdk_client(openai, "OpenAI", url.rstrip("/") + "/v1", max_retries, timeout, instrument)
+    asynchronous = abort_after is not None
+    sdk, recorder, http = _sdk_client(
+        openai, "OpenAI", url.rstrip("/") + "/v1", max_retries, timeout, instrument, asynchronous
+    )
+    request = {"model": MODEL["openai"], "messages": PROMPT}
 
-    def body() -> dict[str, Any]:
-        n, finish, text = 0, None, 0
-        for chunk in sdk.chat.completions.create(model=MODEL["openai"], messages=PROMPT, stream=True):
-            n += 1
+    def tally(chunks: list[Any]) -> dict[str, Any]:
+        finish, text = None, 0
+        for chunk in chunks:
             for choice in chunk.choices:
                 finish = choice.finish_reason or finish
                 text += len(choice.delta.content or "") if choice.delta else 0
-        return {"chunks": n, "finish_reason": finish, "text_chars": text}
+        return {"chunks": len(chunks), "finish_reason": finish, "text_chars": text}
 
+    def helper(api: Any) -> Any:
+        return api.chat.completions if hasattr(api.chat.completions, "stream") else api.beta.chat.completions
+
+    def via_create() -> dict[str, Any]:
+        return tally(list(sdk.chat.completions.create(**request, stream=True)))
+
+    async def via_create_async() -> dict[str, Any]:
+        return tally([c async for c in await sdk.chat.completions.create(**request, stream=True)])
+
+    def via_stream() -> dict[str, Any]:
+        with helper(sdk).stream(**request) as s:
+            events = sum(1 for _ in s)
+            final = s.get_final_completion()
+        return {"events": events, "finish_reason": final.choices[0].finish_reason if final.choices else None}
+
+    async def via_stream_async() -> dict[str, Any]:
+        async with helper(sdk).stream(**request) as s:
+            events = 0
+            async for _ in s:
+                events += 1
+            final = await s.get_final_completion()
+        return {"events": events, "finish_reason": final.choices[0].finish_reason if final.choices else None}
+
+    body = (
+        _body(via_create, via_create_async, abort_after)
+        if method == "create"
+        else _body(via_stream, via_stream_async, abort_after)
+    )
     try:
         return _call(
-            "openai-python",
+            "openai-python" if method == "create" else "openai-python:stream",
             openai.__version__,
-            "chat.completions.create(stream=True)",
+            "chat.completions.create(stream=True)" if method == "create" else "chat.completions.stream",
             url,
             scenario,
             server,
             body,
             recorder,
-            {"max_retries": max_retries, "timeout": timeout},
+            {"max_retries": max_retries, "timeout": timeout, "abort_after": abort_after},
         )
     finally:
-        http.close()
+        _close(http)
 
 
 #: Python clients by name -> (runner, keyword arguments)
 CLIENTS: dict[str, tuple[Callable[..., SDKRun], dict[str, Any]]] = {
     "anthropic-python": (run_anthropic, {"method": "stream"}),
     "anthropic-python:create": (run_anthropic, {"method": "create"}),
-    "openai-python": (run_openai, {}),
+    "openai-python": (run_openai, {"method": "create"}),
+    "openai-python:stream": (run_openai, {"method": "stream"}),
 }
 
 
@@ -215,5 +308,13 @@ def run(client: str, url: str | Scenario, **kwargs: Any) -> SDKRun:
     if base in ("anthropic-node", "openai-node"):
         from . import node
 
+        kwargs.pop("abort_after", None) if kwargs.get("abort_after") is None else None
+        if "abort_after" in kwargs:  # the Node caller aborts with AbortSignal.timeout
+            kwargs["signal_timeout"] = kwargs.pop("abort_after")
         return node.run(client, url, **kwargs)
-    raise ConfigError.unknown("client", client, [*CLIENTS, "anthropic-node", "openai-node"])
+    if base == "claude-code":
+        from . import claude_code
+
+        version = client.partition("@")[2]
+        return claude_code.run(url, version=version or "latest", **kwargs)
+    raise ConfigError.unknown("client", client, [*CLIENTS, "anthropic-node", "openai-node", "claude-code"])

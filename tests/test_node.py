@@ -62,8 +62,8 @@ def test_retries_and_ok(server):
 
 @needs_node
 def test_a_stall_past_the_deadline_is_a_hang(server):
-    sc = kit.Scenario.preset("stall_mid_stream")  # 3 s stall; the TS SDK has no body timer
-    r = _run("anthropic-node", sc, server, hang_after=1.5)
+    sc = kit.atlas.scenario("stall_forever_mid_stream")  # the TS SDK has no body timer
+    r = _run("anthropic-node", sc, server, hang_after=4)
     assert r.outcome == "hang" and r.attempts == 1
 
 
@@ -95,3 +95,17 @@ def test_unknown_client():
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("KIT_NODE_CACHE", str(tmp_path))
     assert node.cache_dir() == tmp_path.resolve() and node.installed("openai") == []
+
+
+@needs_node
+def test_caller_abort_and_the_openai_stream_helper(server):
+    abort = _run("anthropic-node@0.39", "slow_first_byte", server, signal_timeout=1.0)
+    assert (abort.exception, abort.message) == ("APIUserAbortError", "Request was aborted.") and abort.attempts == 1
+    helper = _run("openai-node:stream", "empty_200", server)
+    assert helper.message == INCIDENT  # the OpenAI stream helper says it too
+
+
+def test_engines_ranges():
+    assert node.engines_fit(">=18.0.0", (20, 20, 2)) and not node.engines_fit(">=22.0.0", (20, 20, 2))
+    assert node.engines_fit("^18 || ^20", (20, 1, 0)) and not node.engines_fit("^18 || ^22", (20, 1, 0))
+    assert node.engines_fit(None, (20,)) and node.engines_fit("*", (20,))

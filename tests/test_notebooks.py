@@ -26,7 +26,7 @@ OVERRIDES: dict[str, str] = {
     "02_network_conditions.ipynb": (
         "EVENTS, GAP, LATENCY, JITTER = 15, 0.02, 0.1, 0.02\nBANDWIDTH, STALL_AFTER, STALL_FOR = '4KB/s', '1KB', 0.5"
     ),
-    "05_postmortem_no_chunks.ipynb": "TRIALS = 40",
+    "05_postmortem_no_chunks.ipynb": "TRIALS = 40\nNET_STALL = 2.0\nCLI_CLIENTS = ()\nPY_CLIENTS = ('anthropic-python', 'openai-python')",
     "06_your_traces.ipynb": "TOP = 2",
     "07_record_and_replay.ipynb": "EVENTS, STALL_FOR, SDK_TIMEOUT = 20, 0.8, 0.4",
 }

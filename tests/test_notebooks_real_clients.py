@@ -9,6 +9,8 @@ from test_notebooks import NOTEBOOKS, execute
 OVERRIDES = """
 SCENARIOS = ["empty_200", "headers_then_close", "overloaded_529"]
 NODE_CLIENTS = ["anthropic-node@0.39"]
+PY_CLIENTS = ["anthropic-python", "openai-python:stream"]
+CLI_CLIENTS = []
 """
 
 

@@ -350,6 +350,20 @@ def test_stall_then_resume() -> None:
     assert {"stall_start", "stall_end"} <= set(events(proxy))
 
 
+def test_stall_by_body_offset_skips_the_header_block() -> None:
+    head = b"HTTP/1.1 200 OK\r\nx-any-length: " + b"h" * 77 + b"\r\n\r\n"
+    payload = head + os.urandom(500)
+    stall = Stall(10, duration=0.3, body=True)
+    with serve(sender(payload)) as upstream, NetworkProxy(upstream, network=[stall]) as proxy, connect(proxy) as sock:
+        first = read_exactly(sock, len(head) + 10)  # the headers and 10 body bytes, then the stall
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)
+        sock.settimeout(5)
+        assert first + read_all(sock) == payload
+    assert f"after {len(head) + 10} bytes" in " ".join(e["detail"] for e in proxy.log if e["type"] == "event")
+
+
 def test_stall_forever_until_removed_live() -> None:
     payload = os.urandom(3000)
     with (

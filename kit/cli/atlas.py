@@ -34,8 +34,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help=f"client to run (repeatable; default: {', '.join(DEFAULT_CLIENTS)})",
     )
     b.add_argument("--scenario", action="append", default=None, help="scenario preset (repeatable; default: all)")
-    b.add_argument("--timeout", type=float, default=5.0, help="SDK timeout in seconds (default 5)")
-    b.add_argument("--hang-after", type=float, default=20.0, help="stop a Node run after this long (default 20 s)")
+    b.add_argument(
+        "--mode", action="append", default=None, help="default, timeout or abort (repeatable; default: all three)"
+    )
+    b.add_argument(
+        "--hang-after", type=float, default=20.0, help="record a run as a hang after this long (default 20 s)"
+    )
+    b.add_argument("--workers", type=int, default=4, help="runs at a time (default 4)")
     b.add_argument("--out", default=None, help="folder to write (default: data/atlas of the repository)")
     b.add_argument("--quiet", action="store_true", help="print no per-run lines")
     b.set_defaults(func=main)
@@ -54,8 +59,9 @@ def main(args: argparse.Namespace) -> int:
         df = atlas.build(
             args.client or atlas.DEFAULT_CLIENTS,
             args.scenario,
-            timeout=args.timeout,
+            modes=args.mode or tuple(atlas.MODES),
             hang_after=args.hang_after,
+            workers=args.workers,
             out=args.out or atlas.ATLAS_DIR,
             progress=None if args.quiet else (lambda line: print(line, flush=True)),
         )
@@ -66,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     if hits.empty:
         print("no scenario in the atlas produces that message", file=sys.stderr)
         return 1
-    cols = ["client", "client_version", "scenario", "exception", "message", "attempts", "score"]
+    cols = ["client", "client_version", "mode", "scenario", "exception", "message", "trace_phase", "trace_cause"]
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(hits[cols].to_string(index=False))
     return 0

@@ -18,6 +18,7 @@ stamped the moment it arrives.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import deque
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 READ_SIZE = 256 * 1024
 HIGH_WATER = 4 * 1024 * 1024  # bytes queued in one pipe before reading from its source pauses
+HEAD_SCAN = 64 * 1024  # bytes searched for the end of the first HTTP header block (Stall(body=True))
 BANDWIDTH_QUANTUM = 0.010  # seconds of transmission per piece under a Bandwidth toxic
 
 _EOF = "eof"  # queue markers: the source closed its side (FIN) ...
@@ -164,6 +166,9 @@ class _Pipe:
         self.dropped = 0
         self.link_free = 0  # when the bandwidth-limited link finishes its current piece
         self.stalls: dict[Toxic, int] = {}  # stall toxic -> when it started on this pipe
+        self.head_end: int | None = None  # offset just past the first HTTP header block (Stall(body=True))
+        self._head_tail = b""
+        self._head_from = 0  # where the current response's header block starts (rekey moves it)
         self._stalled = False
         self._rngs: dict[str, random.Random] = {}
         # client -> server bytes name their requests (kit headers): see _head
@@ -181,6 +186,12 @@ class _Pipe:
                 self.conn.on_head(head)
         if not self.conn.decided and not (self.heads is not None and self.heads.pending):
             self.conn.decide()  # no kit trial named (yet): draws follow connection order
+        if self.head_end is None and self.received - self._head_from < HEAD_SCAN:
+            seen = self._head_tail + data
+            i = seen.find(b"\r\n\r\n")
+            if i >= 0:
+                self.head_end = self.received - len(self._head_tail) + i + 4
+            self._head_tail = seen[-3:]
         self.received += n
         if self.task is None and not self.active:
             # fast path: nothing applies and nothing is queued ahead of this chunk
@@ -222,6 +233,7 @@ class _Pipe:
         """The connection now serves another trial: fresh draws and byte counts."""
         self._rngs.clear()
         self.base = self.sent
+        self.head_end, self._head_tail, self._head_from = None, b"", self.received
         self.stalls.clear()
         self._stalled = False
 
@@ -360,8 +372,8 @@ class _Pipe:
                         self.conn.shutdown("limit_data")
                         return
                     size = min(size, allowed)
-                elif isinstance(toxic, Stall) and toxic not in self.stalls:
-                    size = min(size, toxic.after_bytes - (self.sent - self.base))  # stop exactly at the boundary
+                elif isinstance(toxic, Stall) and toxic not in self.stalls and self._stall_at(toxic) > self.sent:
+                    size = min(size, self._stall_at(toxic) - self.sent)  # stop exactly at the boundary
             if stalled_until is None or stalled_until > now:
                 self._stalled = True
                 woken = await self._sleep_until(stalled_until)
@@ -401,6 +413,12 @@ class _Pipe:
                     self.conn.shutdown("limit_data")
                     return
 
+    def _stall_at(self, toxic: Stall) -> int | float:
+        """The forwarded-byte count at which ``toxic`` starts (body offsets need the header end)."""
+        if not toxic.body:
+            return self.base + toxic.after_bytes
+        return math.inf if self.head_end is None else max(self.head_end, self.base) + toxic.after_bytes
+
     def _stalled_until(self, active: tuple[Toxic, ...]) -> int | None:
         """When the stalls in effect end (ns; 0: no stall; None: not until removed)."""
         until = 0
@@ -413,7 +431,7 @@ class _Pipe:
 
     def _arm_stalls(self, active: tuple[Toxic, ...], t: int) -> None:
         for toxic in active:
-            if isinstance(toxic, Stall) and toxic not in self.stalls and self.sent - self.base >= toxic.after_bytes:
+            if isinstance(toxic, Stall) and toxic not in self.stalls and self.sent >= self._stall_at(toxic):
                 self.stalls[toxic] = t
                 self.conn.event("stall_start", self.direction, f"{toxic.name}: after {self.sent - self.base} bytes")
 
