@@ -173,6 +173,11 @@ def _state(server: kit.FaultServer, proxies: dict[str, NetworkProxy], memory: bo
     }
 
 
+def _pct_ms(values: np.ndarray, q: float) -> float:
+    """The ``q`` percentile in ms (NaN when nothing was measured)."""
+    return float(np.percentile(values, q) * 1e3) if len(values) else float("nan")
+
+
 def causes_of(causes: dict[str, int], cause: str) -> int:
     """How many trials ended with ``cause`` (in any phase)."""
     return sum(n for key, n in causes.items() if key.split("/", 1)[1] == cause)
@@ -309,9 +314,12 @@ async def arun_soak(
         fwd = fwd[(fwd["direction"] == "downstream") & ~fwd["dropped"] & (fwd["toxics"] == "latency")]
         proxy_err = (fwd["delay_ns"].astype("float64") / 1e9 - PROBE_LATENCY).to_numpy()
         planned = [p.forwards_df() for p in proxies.values()]
-        proxy_late = np.concatenate([f["late_ns"].dropna().to_numpy(dtype="float64") / 1e9 for f in planned])
+        proxy_late = np.concatenate([f["late_ns"].dropna().to_numpy(dtype="float64") / 1e9 for f in planned] or [[]])
         kit_added = np.asarray([a for a, _ in fidelity]) if fidelity else np.zeros(1)
         client_lag = np.asarray([c for _, c in fidelity]) if fidelity else np.zeros(1)
+        if not late_ns:  # the clients gave up waiting for the logs (a starved machine): read the server's own
+            await asyncio.sleep(1)
+            late_ns = [e.t_ns - e.scheduled_ns for e in list(server.log) if e.kind != "request"]
         late = np.asarray(late_ns, dtype="float64") / 1e9
         causes: dict[str, int] = {}
         for phase, cause in outcomes.values():
@@ -360,19 +368,20 @@ async def arun_soak(
         "lost": lost,
         "doubled": n_doubled,
         "causes": dict(sorted(causes.items(), key=lambda kv: -kv[1])),
-        "server_late_p50_ms": float(np.percentile(late, 50) * 1e3),
-        "server_late_p99_ms": float(np.percentile(late, 99) * 1e3),
+        "server_late_p50_ms": _pct_ms(late, 50),
+        "server_late_p99_ms": _pct_ms(late, 99),
         "server_writes": len(late),
-        "proxy_err_p50_ms": float(np.percentile(proxy_err, 50) * 1e3) if len(proxy_err) else float("nan"),
-        "proxy_err_p99_ms": float(np.percentile(proxy_err, 99) * 1e3) if len(proxy_err) else float("nan"),
+        "proxy_err_p50_ms": _pct_ms(proxy_err, 50),
+        "proxy_err_p99_ms": _pct_ms(proxy_err, 99),
         "proxy_forwards": len(proxy_err),
-        "proxy_late_p50_ms": float(np.percentile(proxy_late, 50) * 1e3),
-        "proxy_late_p99_ms": float(np.percentile(proxy_late, 99) * 1e3),
+        "proxy_late_p50_ms": _pct_ms(proxy_late, 50),
+        "proxy_late_p99_ms": _pct_ms(proxy_late, 99),
+        "proxy_late_forwards": len(proxy_late),
         "connect_timeouts": connect_timeouts,
-        "kit_added_p50_ms": float(np.percentile(kit_added, 50) * 1e3),
-        "kit_added_p99_ms": float(np.percentile(kit_added, 99) * 1e3),
-        "client_lag_p50_ms": float(np.percentile(client_lag, 50) * 1e3),
-        "client_lag_p99_ms": float(np.percentile(client_lag, 99) * 1e3),
+        "kit_added_p50_ms": _pct_ms(kit_added, 50),
+        "kit_added_p99_ms": _pct_ms(kit_added, 99),
+        "client_lag_p50_ms": _pct_ms(client_lag, 50),
+        "client_lag_p99_ms": _pct_ms(client_lag, 99),
         "isolated": isolate,
         "before": before,
         "after": after,
@@ -405,7 +414,7 @@ def report(r: dict[str, Any]) -> str:
         f"p99 {r['server_late_p99_ms']:.2f} ms ({r['server_writes']} writes); "
         f"proxy delay - latency p50 {r['proxy_err_p50_ms']:.2f} ms, p99 {r['proxy_err_p99_ms']:.2f} ms "
         f"({r['proxy_forwards']} forwards); every proxy's late_ns (sent - planned) p50 "
-        f"{r['proxy_late_p50_ms']:.2f} ms, p99 {r['proxy_late_p99_ms']:.2f} ms",
+        f"{r['proxy_late_p50_ms']:.2f} ms, p99 {r['proxy_late_p99_ms']:.2f} ms ({r['proxy_late_forwards']} forwards)",
         f"connect timeouts (none asked for): {r['connect_timeouts']}; server and proxies "
         f"{'each in their own process' if r['isolated'] else 'in the driver process'}",
         f"kit's own distortion per trial (trace.fidelity): kit_added p50 {r['kit_added_p50_ms']:.1f} ms, "
