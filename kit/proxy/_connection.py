@@ -23,15 +23,13 @@ import random
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._clock import now_ns
 from ..network import Down, ResetPeer, Timeout, Toxic
 from ._head import Head
 from ._pipe import _EOF, _RST, _Pipe, _Side
-
-if TYPE_CHECKING:
-    from ._api import NetworkProxy
+from ._roles import Proxy
 
 
 def _rst(transport: asyncio.BaseTransport) -> None:
@@ -48,7 +46,7 @@ def _rst(transport: asyncio.BaseTransport) -> None:
 class _Conn:
     """One proxied connection: two sides, two pipes, the toxicity rolls and timers."""
 
-    def __init__(self, proxy: NetworkProxy) -> None:
+    def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.id = next(proxy._ids)
         self.loop = proxy._loop_or_raise()

@@ -21,14 +21,11 @@ import asyncio
 import math
 import random
 from collections import deque
-from typing import TYPE_CHECKING
 
 from .._clock import now_ns
 from ..network import Bandwidth, Latency, LimitData, Loss, Slicer, SlowClose, Stall, Timeout, Toxic
 from ._head import RequestHeads
-
-if TYPE_CHECKING:
-    from ._connection import _Conn
+from ._roles import Connection
 
 READ_SIZE = 256 * 1024
 HIGH_WATER = 4 * 1024 * 1024  # bytes queued in one pipe before reading from its source pauses
@@ -83,7 +80,7 @@ class _Side(asyncio.Protocol):
     source: _Pipe  # the pipe this side's bytes feed
     sink: _Pipe  # the pipe that writes to this side
 
-    def __init__(self, conn: _Conn, role: str) -> None:
+    def __init__(self, conn: Connection, role: str) -> None:
         self.conn = conn
         self.role = role
         self.transport: asyncio.Transport | None = None
@@ -143,7 +140,7 @@ class _Side(asyncio.Protocol):
 class _Pipe:
     """One direction of a connection: reads from ``src``, applies toxics, writes to ``dst``."""
 
-    def __init__(self, conn: _Conn, direction: str, src: _Side, dst: _Side) -> None:
+    def __init__(self, conn: Connection, direction: str, src: _Side, dst: _Side) -> None:
         self.conn = conn
         self.cid = conn.id
         self.direction = direction
