@@ -26,7 +26,7 @@ WrongFormat               ``other_protocol``: the other protocol's JSON; ``binar
 from __future__ import annotations
 
 from ._api import ERROR_STATUS, shape
-from ._schedule import (
+from ._response import (
     _CONTENT_TYPES,
     OTHER_PROTOCOL,
     Action,

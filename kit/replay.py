@@ -34,7 +34,6 @@ from .protocols import PROTOCOLS, SSEParser, Unit
 from .scenarios import MAX_SECONDS
 
 if TYPE_CHECKING:
-    from ._schedule import Response
     from .scenarios import Fault, Plan, Scenario
 
 __all__ = ["ENDINGS", "MAX_REPLAY_BYTES", "MAX_REPLAY_CHUNKS", "Replay", "safe_headers", "scenario_from"]
@@ -64,7 +63,8 @@ _UNSAFE = frozenset(
         "strict-transport-security",
     }
 )
-_SERVER_HEADERS = frozenset({"transfer-encoding", "content-length", "connection", "request-id", "x-request-id"})
+# what the fault server writes itself around a replayed answer (kit._schedule keeps its own)
+SERVER_HEADERS = frozenset({"transfer-encoding", "content-length", "connection", "request-id", "x-request-id"})
 _HEADER_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -259,15 +259,6 @@ class Replay:
         first = pieces[0][0] / speed if pieces else 0.0
         timed = dataclasses.replace(sc, headers_delay=sc.headers_delay / speed, first_byte_delay=first)
         return Plan(scenario=timed, units=units, gaps=gaps, attempt=attempt, key=key, fault_at=fault_at)
-
-    def response(self, resp: Response) -> Response:
-        """``resp`` with the recorded status and headers (the framing headers stay the server's)."""
-        # the server's own: the framing it writes and the API-style request id of this replay
-        framing = [(k, v) for k, v in resp.headers if k in _SERVER_HEADERS]
-        headers = list(self.headers)
-        if resp.status != 200:  # a fault (HttpStatus) replaced the recorded answer
-            return resp
-        return dataclasses.replace(resp, status=self.status, reason=self.reason, headers=headers + framing)
 
 
 def _whole_stream(f: Any) -> bool:
