@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -80,3 +81,9 @@ def test_notebook_is_committed_without_outputs(path):
     with_outputs = [i for i, c in enumerate(nb.cells) if c.get("outputs") or c.get("execution_count")]
     assert not with_outputs, f"{path.name} is committed with outputs in cells {with_outputs}"
     assert "widgets" not in nb.metadata, f"{path.name} is committed with widget state"
+    # as the nbstripout filter writes it, so that running it in JupyterLab leaves `git status` clean
+    text = committed(path)
+    clean = subprocess.run(
+        [sys.executable, "-m", "nbstripout", "--keep-id", "-t"], input=text, capture_output=True, text=True, check=True
+    ).stdout
+    assert clean == text, f"{path.name}: run `python -m nbstripout --keep-id {path}` and commit the result"
