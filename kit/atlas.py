@@ -397,7 +397,7 @@ def build(
                     if q.get("end") != "probe"
                 ),
                 options=json.dumps({k: v for k, v in r.options.items() if v is not None}, sort_keys=True),
-                bytes=describe(scenario(name)),
+                bytes=redact_text(describe(scenario(name))),
             )
             if r.outcome == "hang" and not row["elapsed"]:
                 row["elapsed"] = round(hang_after, 3)
@@ -420,7 +420,7 @@ def build(
                         "scenario": job[2],
                         "outcome": "skipped",
                         "message": node.unavailable(),
-                        "bytes": describe(scenario(job[2])),
+                        "bytes": redact_text(describe(scenario(job[2]))),
                     }
                 )
                 continue

@@ -322,10 +322,11 @@ def read(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dic
 
 def _required_columns(name: str) -> dict[str, str] | None:
     """The columns (and dtypes) every bundle's table ``name`` has (the proxy table's vary)."""
-    from .tables import SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
+    from .tables import FIDELITY_COLUMNS, SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
 
     if name == "trials":
-        return {**TRIAL_HEAD, **TRIAL_TAIL}
+        # the fidelity columns came later: a bundle saved before them still loads (without them)
+        return {k: v for k, v in {**TRIAL_HEAD, **TRIAL_TAIL}.items() if k not in FIDELITY_COLUMNS}
     return SCHEMAS.get(name)
 
 

@@ -563,7 +563,7 @@ class FaultServer:
                 if action.kind == "close":  # Close(clean=True): the body ended, then the FIN it promises
                     log("close", 0, due, now_ns())
                     writer.close()
-                    return "close"
+                    return "end_close"
                 if response.framing == "close":
                     writer.close()
                 return "end"

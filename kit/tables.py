@@ -341,6 +341,7 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
 
 
 _FIDELITY = ("server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s")
+FIDELITY_COLUMNS = (*_FIDELITY, "within_budget")  # trials columns a bundle older than them lacks
 
 
 def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:

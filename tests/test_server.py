@@ -99,7 +99,9 @@ def test_on_request_callback_sees_each_request():
     seen = []
     with kit.FaultServer(on_request=seen.append) as srv:
         kit.stream(srv.url_for("empty_200"))
-    assert seen and seen[-1]["scenario"] == "empty_200" and seen[-1]["end"] == "end"
+        kit.stream(srv.url_for("ok"))
+    # empty_200 is Close(clean=True): the body ends cleanly, then the FIN it promises
+    assert [(r["scenario"], r["end"]) for r in seen] == [("empty_200", "end_close"), ("ok", "end")]
 
 
 def test_non_loopback_bind_is_refused():

@@ -48,8 +48,9 @@ def test_explorer_flips_between_first_chunk_timeout_and_ok():
             assert [r for r in after if "count" in r], "the redrawn timeline has chunk ticks"
             assert max(r["cum_bytes"] for r in _rows(ex.cumulative)) == trace.summary()["bytes"]
             assert ex.runs == 2
-            # redraw latency: the run's own duration plus drawing, generously bounded on a shared CI box
-            assert ex.last_latency_s - trace.duration < 1.5
+            # redraw latency: the run's own duration plus drawing; a bound that only catches a hang
+            # (the figure itself is a benchmark: a full-suite run once took 3.5 s, alone it takes ~0.1 s)
+            assert ex.last_latency_s - trace.duration < 10
         finally:
             ex.close()
 

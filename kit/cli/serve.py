@@ -25,6 +25,7 @@ __all__ = ["format_request", "main", "register"]
 # how a response ended, as the server saw it (FaultServer's `end` field)
 _ENDS = {
     "end": "ended cleanly",
+    "end_close": "ended cleanly, then closed (FIN)",
     "close": "closed (FIN) before the body ended",
     "reset": "reset (RST)",
     "truncate": "closed inside a chunk",
