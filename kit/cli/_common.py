@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-__all__ = ["run_until_interrupted"]
+__all__ = ["add_foreground_options", "run_until_interrupted"]
 
 
 def run_until_interrupted() -> None:
@@ -18,3 +18,18 @@ def run_until_interrupted() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def add_foreground_options(parser, what: str) -> None:
+    """The flags every foreground command has: ``--allow-remote``, ``--quiet``, ``--keep``.
+
+    ``what``: what one log line is about ("request", "connection").
+    """
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    parser.add_argument("--quiet", action="store_true", help=f"print no per-{what} lines")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=1000,
+        help=f"keep the log of the last N {what}s in memory (default 1000; memory stays flat)",
+    )

@@ -16,7 +16,7 @@ from .._clock import now_ns
 from .._errors import KitError
 from .._units import format_size
 from ..proxy import NetworkProxy
-from ._common import run_until_interrupted
+from ._common import add_foreground_options, run_until_interrupted
 
 __all__ = ["main", "register"]
 
@@ -60,14 +60,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--down", action="store_true", help="reset every new connection at once")
     parser.add_argument("--toxicity", default=None, help="probability each toxic hits a connection (default 1)")
     parser.add_argument("--seed", default="0", help="seed for toxicity rolls and random draws (default 0)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow listening on a non-loopback address")
-    parser.add_argument("--quiet", action="store_true", help="print no per-connection lines")
-    parser.add_argument(
-        "--keep",
-        type=int,
-        default=1000,
-        help="keep the log of the last N connections in memory (default 1000; memory stays flat)",
-    )
+    add_foreground_options(parser, "connection")
     parser.set_defaults(func=main)
     return parser
 

@@ -18,7 +18,7 @@ from typing import Any
 from .._clock import now_ns
 from .._errors import KitError
 from ..server import FaultServer
-from ._common import run_until_interrupted
+from ._common import add_foreground_options, run_until_interrupted
 
 __all__ = ["format_request", "main", "register"]
 
@@ -48,14 +48,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless --allow-remote)")
-    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
-    parser.add_argument("--quiet", action="store_true", help="print no per-request lines")
-    parser.add_argument(
-        "--keep",
-        type=int,
-        default=1000,
-        help="keep the log of the last N requests in memory (default 1000; memory stays flat)",
-    )
+    add_foreground_options(parser, "request")
     parser.set_defaults(func=main)
     return parser
 
