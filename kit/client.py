@@ -443,16 +443,16 @@ class _BodyReader:
             if self.stop is None:
                 if self.sse.oversized:
                     self.stop = Outcome(
-                        "stream",
+                        self._phase(),
                         "malformed",
                         f"an event over the client's cap of max_event_bytes={self.max_event_bytes}",
                     )
                 elif self.sse.bad_lines:
                     self.stop = Outcome(
-                        "stream", "malformed", "a line that is not an SSE field (not data/event/id/retry)"
+                        self._phase(), "malformed", "a line that is not an SSE field (not data/event/id/retry)"
                     )
                 elif self.sse.decode_errors:
-                    self.stop = Outcome("stream", "malformed", "event data that is not valid UTF-8")
+                    self.stop = Outcome(self._phase(), "malformed", "event data that is not valid UTF-8")
         elif self.kind == "ndjson":
             buf = self.line_buf + data
             *lines, self.line_buf = buf.split(b"\n")
@@ -499,18 +499,23 @@ class _BodyReader:
         try:
             obj = safe_json(data)
         except ValueError:
-            self.stop = Outcome("stream", "malformed", f"event {event!r} has data that is not JSON")
+            self.stop = Outcome(self._phase(), "malformed", f"event {event!r} has data that is not JSON")
             return
         if event == "error" or (isinstance(obj, dict) and "error" in obj and obj.get("type") in (None, "error")):
-            self.stop = Outcome("stream", "error_event", _error_text(obj))
+            self.stop = Outcome(self._phase(), "error_event", _error_text(obj))
+
+    def _phase(self) -> str:
+        """The phase of a failure in the body: ``done`` once the terminator came (one rule for
+        whatever follows it: an error or malformed event, a close, a reset, a stall), else ``stream``."""
+        return "done" if self.attempt.saw_terminator else "stream"
 
     def outcome(self, attempt: Attempt) -> Outcome:
         """The outcome of a body that ended cleanly (no exception)."""
         if self.stop is not None:
             return self.stop
         started = bool(attempt.chunk_t)
-        if self.sse is not None and self.sse.pending and not attempt.saw_terminator:
-            return Outcome("stream", "malformed", "the body ended inside an event (not a complete SSE stream)")
+        if self.sse is not None and self.sse.pending:
+            return Outcome(self._phase(), "malformed", "the body ended inside an event (not a complete SSE stream)")
         if self.kind == "ndjson" and self.line_buf.strip():
             return Outcome("stream", "malformed", "the body ended inside an NDJSON line")
         if attempt.saw_terminator or self.kind in ("raw", "ndjson"):
@@ -567,7 +572,7 @@ def _reached_cap(attempt: Attempt, reader: _BodyReader, policy: Policy) -> bool:
     reader.record = False
     if policy.on_max_recorded == "stop":
         reader.stop = Outcome(
-            "stream",
+            reader._phase(),
             "cancelled",
             f"stopped reading after recording {policy.max_recorded:,} chunks and events "
             "(Policy.max_recorded, on_max_recorded='stop')",

@@ -41,6 +41,28 @@ def test_preset_outcome(server, preset):
     assert (trace.outcome.phase, trace.outcome.cause) == EXPECTED[preset], trace.outcome
 
 
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (kit.scenarios.ErrorEvent, "error_event"),
+        (lambda after: kit.scenarios.Malformed(after=after, what="json"), "malformed"),
+        (kit.scenarios.Close, "closed"),
+        (kit.scenarios.Reset, "reset"),
+    ],
+)
+def test_after_the_terminator_one_rule_done_and_what_followed(server, fault, cause):
+    """Whatever follows the terminator: phase ``done`` (the stream was complete), cause what came next."""
+    base = kit.Scenario(events=5, gap=0.001)
+    after_stop = base.replace(faults=(fault(after=base.unit_count()),))
+    trace = kit.stream(server.url_for(after_stop), policy=GENEROUS)
+    assert trace.attempt.saw_terminator
+    assert (trace.outcome.phase, trace.outcome.cause) == ("done", cause), trace.outcome
+    assert not trace.ok
+    before_stop = base.replace(faults=(fault(after=base.unit_count() - 1),))
+    trace = kit.stream(server.url_for(before_stop), policy=GENEROUS)
+    assert (trace.outcome.phase, trace.outcome.cause) == ("stream", cause), trace.outcome
+
+
 def test_every_preset_has_an_expectation():
     assert set(kit.Scenario.presets()) - {"fail_fail_succeed"} == set(EXPECTED)
 
