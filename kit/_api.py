@@ -1,6 +1,7 @@
 """What the real APIs send besides the stream: ids, headers, error bodies, whole messages.
 
-One :class:`ApiShape` per protocol holds that knowledge as data, so the server and the
+One :class:`ApiShape` per API holds that knowledge as data; each
+:class:`kit.protocols.Protocol` carries its own (``protocol.api``), so the server and the
 schedule never branch on protocol names for it. Shapes follow the public documentation:
 
 - Anthropic: every response carries ``request-id`` (``req_`` + 24 base58 characters) and
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["API_SHAPES", "ApiShape", "compact", "shape"]
+__all__ = ["ANTHROPIC", "OPENAI", "PLAIN", "ApiShape", "compact"]
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
@@ -218,9 +219,3 @@ PLAIN = ApiShape(
     message=None,
     model="kit",
 )
-API_SHAPES: dict[str, ApiShape] = {"anthropic": ANTHROPIC, "openai": OPENAI}
-
-
-def shape(protocol: str) -> ApiShape:
-    """The API conventions of ``protocol`` (:data:`PLAIN` for ndjson and raw)."""
-    return API_SHAPES.get(protocol, PLAIN)

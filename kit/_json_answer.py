@@ -25,16 +25,9 @@ WrongFormat               ``other_protocol``: the other protocol's JSON; ``binar
 
 from __future__ import annotations
 
-from ._api import ERROR_STATUS, shape
-from ._response import (
-    _CONTENT_TYPES,
-    OTHER_PROTOCOL,
-    Action,
-    Response,
-    _finish,
-    _status_response,
-)
-from .protocols import message_text
+from ._api import ERROR_STATUS
+from ._response import BINARY, Action, Response, _finish, _status_response
+from .protocols import Protocol, message_text
 from .scenarios import (
     Close,
     ErrorEvent,
@@ -54,21 +47,21 @@ __all__ = ["json_response"]
 def json_response(plan: Plan, request_id: str = "") -> Response:
     """The non-streaming answer for ``plan`` (see the module's table)."""
     sc = plan.scenario
-    protocol = sc.protocol
+    protocol = Protocol.of(sc.protocol)
     error = plan.fault(ErrorEvent)
     if isinstance(error, ErrorEvent):
         status = ERROR_STATUS.get(error.error_type, 500)
         fault = HttpStatus(status=status, error_type=error.error_type, message=error.message)
         return _status_response(protocol, fault, sc.headers_delay, request_id)
     wrong = plan.fault(WrongFormat)
-    api = shape(protocol)
+    api = protocol.api
     content_type = "application/json"
     text = message_text(sc.events, sc.event_size)
     if isinstance(wrong, WrongFormat) and wrong.what == "other_protocol":
-        api = shape(OTHER_PROTOCOL[protocol])
+        api = Protocol.of(protocol.other).api
     body = api.message_body(text, sc.events) or b""
     if isinstance(wrong, WrongFormat) and wrong.what == "binary":
-        content_type, body = _CONTENT_TYPES["raw"], plan.rng("wrong_format").randbytes(2048)
+        content_type, body = BINARY, plan.rng("wrong_format").randbytes(2048)
     # the answer is ready when the stream would have ended
     t = sc.first_byte_delay + sum(plan.gaps)
     n = max(sc.unit_count(), 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._classify import classify_exception
 from .client import _BodyReader, _status_message
+from .protocols import for_path
 from .trace import Attempt, Outcome
 
 __all__ = ["finish_attempt", "protocol_for_path"]
@@ -18,11 +19,7 @@ __all__ = ["finish_attempt", "protocol_for_path"]
 
 def protocol_for_path(path: str) -> str:
     """The stream protocol an API path implies (how the body is parsed)."""
-    if path.endswith("/messages"):
-        return "anthropic"
-    if path.endswith(("/chat/completions", "/completions", "/responses")):
-        return "openai"
-    return "raw"
+    return for_path(path).name
 
 
 def _body_phase(attempt: Attempt) -> str:

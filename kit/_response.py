@@ -11,8 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ._api import shape
-from .protocols import ping_bytes
+from .protocols import RAW, Protocol
 from .scenarios import Buffer, Hostile, HttpStatus, Plan, Scenario
 
 __all__ = ["Action", "Response"]
@@ -69,21 +68,7 @@ _REASONS = {
     529: "Overloaded",
 }
 
-_CONTENT_TYPES = {
-    "anthropic": "text/event-stream; charset=utf-8",
-    "openai": "text/event-stream; charset=utf-8",
-    "ndjson": "application/x-ndjson",
-    "raw": "application/octet-stream",
-}
-
-
-def error_json(protocol: str, status: int, error_type: str | None, message: str, request_id: str = "") -> bytes:
-    """The API's JSON error body for a status response (see :mod:`kit._api`)."""
-    return shape(protocol).error_body(status, error_type, message, request_id)
-
-
-#: the protocol whose SSE stream a misrouted gateway sends instead (``WrongFormat("other_protocol")``)
-OTHER_PROTOCOL = {"anthropic": "openai", "openai": "anthropic", "ndjson": "anthropic", "raw": "anthropic"}
+BINARY = RAW.content_type  # a body that is no stream at all (``WrongFormat("binary")``)
 
 
 def _rechunked(actions: Iterable[Action], rng) -> Iterator[Action]:
@@ -100,7 +85,8 @@ def _rechunked(actions: Iterable[Action], rng) -> Iterator[Action]:
 
 
 def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Plan, request_id: str = "") -> Response:
-    ping = ping_bytes(sc.protocol) if sc.ping_every else None
+    protocol = Protocol.of(sc.protocol)
+    ping = protocol.ping if sc.ping_every else None
     if ping is not None:
         actions = _with_pings(actions, ping, sc.ping_every)
     buffer = plan.fault(Buffer)
@@ -109,7 +95,7 @@ def _finish(sc: Scenario, actions: Iterable[Action], content_type: str, plan: Pl
     hostile = plan.fault(Hostile)
     if isinstance(hostile, Hostile) and hostile.what == "random_chunks":
         actions = _rechunked(actions, plan.rng("chunks"))
-    headers = [("content-type", content_type), ("cache-control", "no-cache"), *shape(sc.protocol).headers(request_id)]
+    headers = [("content-type", content_type), ("cache-control", "no-cache"), *protocol.api.headers(request_id)]
     declared: int | None = None
     if sc.framing == "length":
         actions = list(actions)  # Content-Length needs the whole body up front
@@ -175,11 +161,11 @@ def _buffered(actions: Iterable[Action], until: int | None) -> Iterator[Action]:
         yield a
 
 
-def _status_response(protocol: str, fault: HttpStatus, headers_delay: float, request_id: str = "") -> Response:
+def _status_response(protocol: Protocol, fault: HttpStatus, headers_delay: float, request_id: str = "") -> Response:
     message = fault.message or _REASONS.get(fault.status, "Error")
-    body = error_json(protocol, fault.status, fault.error_type, message, request_id)
+    body = protocol.api.error_body(fault.status, fault.error_type, message, request_id)
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    headers += shape(protocol).headers(request_id)
+    headers += protocol.api.headers(request_id)
     if fault.retry_after is not None:
         ra = fault.retry_after
         headers.append(("retry-after", str(int(ra)) if float(ra).is_integer() else str(ra)))

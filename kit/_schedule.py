@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
-from ._api import compact, shape
+from ._api import compact
 from ._json_answer import json_response
-from ._response import _CONTENT_TYPES, OTHER_PROTOCOL, Action, Response, _finish, _status_response
-from .protocols import error_bytes, generate_units, malformed_bytes
+from ._response import BINARY, Action, Response, _finish, _status_response
+from .protocols import Protocol
 from .replay import SERVER_HEADERS, Replay
 from .scenarios import (
     Close,
@@ -41,10 +41,11 @@ def build_response(plan: Plan, *, request_id: str = "", stream: bool = True) -> 
     scenario's faults applied to it (:mod:`kit._json_answer`).
     """
     sc = plan.scenario
+    protocol = Protocol.of(sc.protocol)
     status_fault = plan.fault(HttpStatus)
     if isinstance(status_fault, HttpStatus):
-        return _status_response(sc.protocol, status_fault, sc.headers_delay, request_id)
-    if not stream and shape(sc.protocol).message is not None and plan.fault(Hostile) is None and sc.replay is None:
+        return _status_response(protocol, status_fault, sc.headers_delay, request_id)
+    if not stream and protocol.api.message is not None and plan.fault(Hostile) is None and sc.replay is None:
         return json_response(plan, request_id)
 
     units = plan.units
@@ -52,19 +53,19 @@ def build_response(plan: Plan, *, request_id: str = "", stream: bool = True) -> 
         units = tuple(u for u in units if not u.terminator)
 
     wrong = plan.fault(WrongFormat)
-    content_type = _CONTENT_TYPES[sc.protocol]
+    content_type = protocol.content_type
     if isinstance(wrong, WrongFormat):
         if wrong.what == "other_protocol":
-            other = OTHER_PROTOCOL[sc.protocol]
-            units = generate_units(other, sc.events, sc.event_size)
+            other = Protocol.of(protocol.other)
+            units = other.units(sc.events, sc.event_size)
             pad = [plan.gaps[-1] if plan.gaps else 0.0] * max(0, len(units) - 1 - len(plan.gaps))
             plan = dataclasses.replace(plan, units=units, gaps=[*plan.gaps, *pad])
-            return _finish(sc, _timeline(plan, units, request_id), _CONTENT_TYPES[other], plan, request_id)
+            return _finish(sc, _timeline(plan, units, request_id), other.content_type, plan, request_id)
         if wrong.what == "json":
             content_type = "application/json"
-            body = shape(sc.protocol).message_body("A whole message, not a stream.", 8) or compact({"text": "x"})
+            body = protocol.api.message_body("A whole message, not a stream.", 8) or compact({"text": "x"})
         else:
-            content_type = "application/octet-stream"
+            content_type = BINARY
             body = plan.rng("wrong_format").randbytes(2048)
         actions = [
             Action(sc.first_byte_delay, "write", "wrong_format", body),
@@ -88,6 +89,7 @@ def _replayed(replay: Replay, resp: Response) -> Response:
 def _timeline(plan: Plan, units, request_id: str = "") -> Iterator[Action]:
     """The actions of a streamed body, produced lazily so a request starts at once."""
     sc = plan.scenario
+    protocol = Protocol.of(sc.protocol)
     t = sc.first_byte_delay
     for i in range(len(units) + 1):
         for fault in plan.faults_at(i):
@@ -104,11 +106,11 @@ def _timeline(plan: Plan, units, request_id: str = "") -> Iterator[Action]:
                 yield Action(t, "reset", "reset")
                 return
             elif isinstance(fault, ErrorEvent):
-                yield Action(t, "write", "error", error_bytes(sc.protocol, fault.error_type, fault.message, request_id))
+                yield Action(t, "write", "error", protocol.error_event(fault.error_type, fault.message, request_id))
                 yield Action(t, "end", "end")
                 return
             elif isinstance(fault, Malformed):
-                yield Action(t, "write", "malformed", malformed_bytes(sc.protocol, fault.what))
+                yield Action(t, "write", "malformed", protocol.malformed(fault.what))
             elif isinstance(fault, Hostile):
                 yield from _hostile(plan, fault, t)
                 if fault.what != "invalid_utf8":

@@ -33,37 +33,23 @@ from ._loop import run_sync
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from ._safejson import loads as safe_json
 from .policy import Policy
-from .protocols import PROTOCOLS, SSEParser
+from .protocols import Protocol, SSEParser
 from .records import Deadline
 from .retry import decide as _retry_decide
 from .trace import Attempt, Outcome, Trace
 
 __all__ = ["astream", "stream"]
 
-_PATHS = {
-    "anthropic": "/v1/messages",
-    "openai": "/v1/chat/completions",
-    "ndjson": "/stream",
-    "raw": "/stream",
-}
 _KNOWN_SUFFIXES = ("/v1/messages", "/chat/completions", "/stream")
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the message
 
 
-def default_body(protocol: str) -> dict[str, Any]:
-    """A small, valid streaming request body for ``protocol``."""
-    messages = [{"role": "user", "content": "Say hello, slowly."}]
-    if protocol == "openai":
-        return {"model": "gpt-kit-1", "stream": True, "messages": messages}
-    return {"model": "claude-kit-1", "max_tokens": 1024, "stream": True, "messages": messages}
-
-
-def _target(url: str, protocol: str) -> str:
+def _target(url: str, protocol: Protocol) -> str:
     base = str(url).rstrip("/")
     path = httpx.URL(base).path
     if any(path.endswith(s) for s in _KNOWN_SUFFIXES):
         return base
-    return base + _PATHS[protocol]
+    return base + protocol.path
 
 
 def stream(
@@ -121,16 +107,15 @@ async def astream(
     policy = policy if policy is not None else Policy()
     if not isinstance(policy, Policy):
         raise ConfigError("policy", policy, "expected a kit.Policy")
-    protocol = protocol or getattr(url, "protocol", None) or "anthropic"
-    if protocol not in PROTOCOLS:
-        raise ConfigError.unknown("protocol", protocol, PROTOCOLS)
+    proto = Protocol.of(protocol or getattr(url, "protocol", None) or "anthropic")
+    protocol = proto.name
     try:
-        target = _target(url, protocol)
+        target = _target(url, proto)
     except (httpx.InvalidURL, TypeError) as exc:
         raise ConfigError("url", url, f"expected an http(s) URL ({exc})") from None
     if httpx.URL(target).scheme not in ("http", "https"):
         raise ConfigError("url", url, "expected an http:// or https:// URL")
-    body = dict(json_body) if json_body is not None else default_body(protocol)
+    body = dict(json_body) if json_body is not None else proto.request_body()
     scenario = getattr(url, "scenario", None)
     # Set-up is not latency: what the call needs before its first byte is sent (one-off
     # imports and TLS context, a client of its own) happens before its clock starts.
@@ -316,15 +301,13 @@ async def _run_attempt(
         elif name == "http11.receive_response_headers.started" and clock.phase == "send":
             clock.enter("headers", t)
 
+    protocol = Protocol.of(attempt.protocol)
     headers = {
-        "accept": "text/event-stream" if attempt.protocol in ("anthropic", "openai") else "*/*",
+        "accept": protocol.accept,
         "x-kit-request-id": attempt.request_id,
         "x-kit-attempt": str(attempt.index),
+        **dict(protocol.request_headers),
     }
-    if attempt.protocol == "anthropic":
-        headers.update({"anthropic-version": "2023-06-01", "x-api-key": "kit-dummy-key"})
-    elif attempt.protocol == "openai":
-        headers["authorization"] = "Bearer kit-dummy-key"
     if trial is not None:
         headers["x-kit-trial"] = str(trial)
     if extra_headers:
@@ -420,7 +403,8 @@ class _BodyReader:
 
     def __init__(self, attempt: Attempt, max_event_bytes: int | None) -> None:
         self.attempt = attempt
-        self.kind = "sse" if attempt.protocol in ("anthropic", "openai") else attempt.protocol
+        self.protocol = Protocol.of(attempt.protocol)
+        self.kind = self.protocol.event_format
         self.sse = SSEParser(max_event_bytes=max_event_bytes) if self.kind == "sse" else None
         self.line_buf = b""
         self.stop: Outcome | None = None
@@ -489,13 +473,10 @@ class _BodyReader:
             a.unrecorded_events += 1
 
     def _check_sse(self, event: str, data: str) -> None:
-        a = self.attempt
-        # each protocol's own terminator only: the other API's stream (a misrouted gateway) is not a clean end
-        if data == "[DONE]" and a.protocol == "openai":
-            a.saw_terminator = True
-            return
-        if event == "message_stop" and a.protocol == "anthropic":
-            a.saw_terminator = True
+        if self.protocol.is_terminator(event, data):
+            self.attempt.saw_terminator = True
+            if self.protocol.terminator == ("data", data):
+                return  # a data-only terminator ([DONE]) is not JSON
         try:
             obj = safe_json(data)
         except ValueError:
@@ -518,7 +499,7 @@ class _BodyReader:
             return Outcome(self._phase(), "malformed", "the body ended inside an event (not a complete SSE stream)")
         if self.kind == "ndjson" and self.line_buf.strip():
             return Outcome("stream", "malformed", "the body ended inside an NDJSON line")
-        if attempt.saw_terminator or self.kind in ("raw", "ndjson"):
+        if attempt.saw_terminator or self.protocol.terminator is None:
             return Outcome("done", "ok")
         phase = "stream" if started else "first_chunk"
         what = "no events" if not attempt.event_t else f"{len(attempt.event_t)} events"

@@ -5,13 +5,25 @@ CR line ends; ``:`` comments; multi-line ``data``; ``id``; ``retry``; a leading 
 and is incremental: feeding a stream in any split yields the same events as feeding
 it whole. The generators produce the bytes real APIs send: Anthropic Messages SSE,
 OpenAI chat-completion chunks ending in ``data: [DONE]``, NDJSON, and raw blocks.
+
+What differs between the protocols is held once, as data, in one frozen :class:`Protocol`
+per protocol (:data:`ANTHROPIC`, :data:`OPENAI`, :data:`NDJSON`, :data:`RAW`): content
+type, how a body is cut into events, the terminator, the framing units around the
+content, error and malformed units, pings, the request path, headers and body, and the
+API's conventions (:mod:`kit._api`). The public API takes protocol names
+(``protocol="anthropic"``); :meth:`Protocol.of` turns one into its value at the boundary.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _api
+from ._errors import ConfigError
 
 
 def _dumps(obj) -> str:
@@ -20,7 +32,12 @@ def _dumps(obj) -> str:
 
 
 __all__ = [
+    "ANTHROPIC",
+    "NDJSON",
+    "OPENAI",
     "PROTOCOLS",
+    "RAW",
+    "Protocol",
     "SSEEvent",
     "SSEParser",
     "Unit",
@@ -28,8 +45,6 @@ __all__ = [
     "encode_sse",
     "generate_units",
 ]
-
-PROTOCOLS = ("anthropic", "openai", "ndjson", "raw")
 
 _KNOWN_FIELDS = frozenset({"event", "data", "id", "retry"})
 
@@ -295,10 +310,6 @@ def anthropic_units(events: int, event_size: int = 8, model: str = "claude-kit-1
     return units
 
 
-def anthropic_ping() -> bytes:
-    return encode_sse(_dumps({"type": "ping"}), event="ping")
-
-
 def anthropic_error(error_type: str, message: str, request_id: str | None = None) -> bytes:
     payload = {"type": "error", "error": {"type": error_type, "message": message}}
     if request_id:
@@ -344,47 +355,193 @@ def raw_units(events: int, event_size: int = 1024) -> list[Unit]:
 @functools.lru_cache(maxsize=256)
 def generate_units(protocol: str, events: int, event_size: int | None = None) -> tuple[Unit, ...]:
     """The units of a healthy stream in ``protocol`` (cached: they are immutable)."""
-    return tuple(_generate_units(protocol, events, event_size))
+    p = Protocol.of(protocol)
+    return tuple(p.make_units(events, event_size or p.default_event_size))
 
 
-def _generate_units(protocol: str, events: int, event_size: int | None) -> list[Unit]:
-    if protocol == "anthropic":
-        return anthropic_units(events, event_size or 8)
-    if protocol == "openai":
-        return openai_units(events, event_size or 8)
-    if protocol == "ndjson":
-        return ndjson_units(events, event_size or 8)
-    if protocol == "raw":
-        return raw_units(events, event_size or 1024)
-    raise ValueError(protocol)
+def _ndjson_error(error_type: str, message: str, request_id: str | None = None) -> bytes:
+    return (_dumps({"error": {"type": error_type, "message": message}}) + "\n").encode()
 
 
-def ping_bytes(protocol: str) -> bytes:
-    """A keep-alive: an Anthropic ``ping`` event, or an SSE comment elsewhere."""
-    return anthropic_ping() if protocol == "anthropic" else b": ping\n\n"
-
-
-def error_bytes(protocol: str, error_type: str, message: str, request_id: str | None = None) -> bytes:
-    """A mid-stream error in the protocol's own form (Anthropic's carries the request id)."""
-    if protocol == "anthropic":
-        return anthropic_error(error_type, message, request_id)
-    if protocol == "openai":
-        return openai_error(error_type, message)
-    if protocol == "ndjson":
-        return (_dumps({"error": {"type": error_type, "message": message}}) + "\n").encode()
+def _raw_error(error_type: str, message: str, request_id: str | None = None) -> bytes:
     return f"\nERROR {error_type}: {message}\n".encode()
 
 
-def malformed_bytes(protocol: str, kind: str) -> bytes:
-    """A broken unit: invalid JSON in ``data:`` or a line with an invalid field."""
-    if kind == "field":
-        return b'dtaa: {"type":"oops"}\n\n' if protocol != "ndjson" else b"not json\n"
-    if protocol == "ndjson":
-        return b'{"index":1,"text":"unterminated\n'
-    event = "content_block_delta" if protocol == "anthropic" else None
-    return encode_sse(
-        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"unterminated', event=event
-    )
+def _openai_error(error_type: str, message: str, request_id: str | None = None) -> bytes:
+    return openai_error(error_type, message)  # OpenAI carries the request id in a header only
+
+
+_UNTERMINATED = '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"unterminated'
+_SSE_BAD_FIELD = b'dtaa: {"type":"oops"}\n\n'
+
+EventFormat = Literal["sse", "ndjson", "raw"]
+
+
+@dataclass(frozen=True, eq=False)
+class Protocol:
+    """What one stream protocol is, as data: the one place the protocols differ.
+
+    ``event_format``: how a reader cuts the body into events (``sse``; ``ndjson``: a JSON
+    object a line; ``raw``: no events). ``terminator``: ``(field, value)`` of the SSE event
+    that ends a complete stream (``("event", "message_stop")``, ``("data", "[DONE]")``);
+    None: the body's clean end is the end. ``other``: the protocol whose stream a
+    misrouted gateway sends instead (``WrongFormat("other_protocol")``). ``api``: ids,
+    rate-limit headers, error and message JSON (:class:`kit._api.ApiShape`). One value
+    per protocol, compared by identity; look one up with :meth:`of`.
+    """
+
+    name: str
+    content_type: str
+    event_format: EventFormat
+    terminator: tuple[str, str] | None
+    path: str
+    request_headers: tuple[tuple[str, str], ...]
+    request_fields: tuple[tuple[str, Any], ...]
+    other: str
+    api: _api.ApiShape
+    default_event_size: int
+    make_units: Callable[[int, int], list[Unit]]
+    error_event: Callable[..., bytes]  # (error_type, message, request_id=None) -> the mid-stream error unit
+    ping: bytes  # a keep-alive: Anthropic's ``ping`` event, an SSE comment elsewhere
+    malformed_json: bytes  # a unit whose JSON is cut short
+    malformed_field: bytes  # a line that is not a field of the format
+
+    @classmethod
+    def of(cls, value: Any, field: str = "protocol") -> Protocol:
+        """The protocol named ``value`` (or ``value`` itself); else a ConfigError naming ``field``."""
+        if isinstance(value, Protocol):
+            return value
+        p = _BY_NAME.get(value) if isinstance(value, str) else None
+        if p is None:
+            raise ConfigError.unknown(field, value, PROTOCOLS)
+        return p
+
+    def __repr__(self) -> str:
+        return f"Protocol({self.name!r})"
+
+    def units(self, events: int, event_size: int | None = None) -> tuple[Unit, ...]:
+        """The units of a healthy stream of ``events`` content units (cached)."""
+        return generate_units(self.name, events, event_size)
+
+    @property
+    def extra_units(self) -> int:
+        """Units of a healthy stream beyond its content: Anthropic's ``message_start`` ...
+        ``message_stop`` (6), OpenAI's role chunk, finish chunk and ``[DONE]`` (3)."""
+        return len(self.units(0))
+
+    @property
+    def accept(self) -> str:
+        """The request's ``accept`` header."""
+        return "text/event-stream" if self.event_format == "sse" else "*/*"
+
+    def is_terminator(self, event: str, data: str) -> bool:
+        """Whether an SSE event ends the stream (only this protocol's own terminator does:
+        the other API's stream, from a misrouted gateway, is not a clean end)."""
+        if self.terminator is None:
+            return False
+        name, value = self.terminator
+        return (event if name == "event" else data) == value
+
+    def malformed(self, what: str) -> bytes:
+        """A broken unit: ``json`` (JSON cut short) or ``field`` (a line that is no field)."""
+        return self.malformed_field if what == "field" else self.malformed_json
+
+    def request_body(self) -> dict[str, Any]:
+        """A small, valid streaming request body."""
+        return {**dict(self.request_fields), "messages": [{"role": "user", "content": "Say hello, slowly."}]}
+
+
+_ANTHROPIC_BODY = (("model", "claude-kit-1"), ("max_tokens", 1024), ("stream", True))
+_SSE = "text/event-stream; charset=utf-8"
+
+ANTHROPIC = Protocol(
+    name="anthropic",
+    content_type=_SSE,
+    event_format="sse",
+    terminator=("event", "message_stop"),
+    path="/v1/messages",
+    request_headers=(("anthropic-version", "2023-06-01"), ("x-api-key", "kit-dummy-key")),
+    request_fields=_ANTHROPIC_BODY,
+    other="openai",
+    api=_api.ANTHROPIC,
+    default_event_size=8,
+    make_units=anthropic_units,
+    error_event=anthropic_error,
+    ping=encode_sse(_dumps({"type": "ping"}), event="ping"),
+    malformed_json=encode_sse(_UNTERMINATED, event="content_block_delta"),
+    malformed_field=_SSE_BAD_FIELD,
+)
+OPENAI = Protocol(
+    name="openai",
+    content_type=_SSE,
+    event_format="sse",
+    terminator=("data", "[DONE]"),
+    path="/v1/chat/completions",
+    request_headers=(("authorization", "Bearer kit-dummy-key"),),
+    request_fields=(("model", "gpt-kit-1"), ("stream", True)),
+    other="anthropic",
+    api=_api.OPENAI,
+    default_event_size=8,
+    make_units=openai_units,
+    error_event=_openai_error,
+    ping=b": ping\n\n",
+    malformed_json=encode_sse(_UNTERMINATED),
+    malformed_field=_SSE_BAD_FIELD,
+)
+NDJSON = Protocol(
+    name="ndjson",
+    content_type="application/x-ndjson",
+    event_format="ndjson",
+    terminator=None,
+    path="/stream",
+    request_headers=(),
+    request_fields=_ANTHROPIC_BODY,
+    other="anthropic",
+    api=_api.PLAIN,
+    default_event_size=8,
+    make_units=ndjson_units,
+    error_event=_ndjson_error,
+    ping=b": ping\n\n",
+    malformed_json=b'{"index":1,"text":"unterminated\n',
+    malformed_field=b"not json\n",
+)
+RAW = Protocol(
+    name="raw",
+    content_type="application/octet-stream",
+    event_format="raw",
+    terminator=None,
+    path="/stream",
+    request_headers=(),
+    request_fields=_ANTHROPIC_BODY,
+    other="anthropic",
+    api=_api.PLAIN,
+    default_event_size=1024,
+    make_units=raw_units,
+    error_event=_raw_error,
+    ping=b": ping\n\n",
+    malformed_json=encode_sse(_UNTERMINATED),
+    malformed_field=_SSE_BAD_FIELD,
+)
+_BY_NAME: dict[str, Protocol] = {p.name: p for p in (ANTHROPIC, OPENAI, NDJSON, RAW)}
+PROTOCOLS: tuple[str, ...] = tuple(_BY_NAME)  # the names the public API takes
+
+
+def for_path(path: str) -> Protocol:
+    """The protocol an API path implies (an SDK's request seen by :func:`kit.instrument`)."""
+    if path.endswith("/messages"):
+        return ANTHROPIC
+    if path.endswith(("/chat/completions", "/completions", "/responses")):
+        return OPENAI
+    return RAW
+
+
+def sniff(content_type: str, body: bytes) -> Protocol:
+    """The protocol of a recorded response, from its content type (and body, for SSE)."""
+    if "event-stream" in content_type:
+        return OPENAI if b"data: [DONE]" in body and b"message_start" not in body else ANTHROPIC
+    if "ndjson" in content_type:
+        return NDJSON
+    return RAW
 
 
 def message_text(events: int, event_size: int | None = None) -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import BundleError, ConfigError
 from ._redact import SECRET_HEADERS
-from .protocols import PROTOCOLS, SSEParser, Unit
+from .protocols import PROTOCOLS, SSEParser, Unit, sniff
 from .scenarios import MAX_SECONDS
 
 if TYPE_CHECKING:
@@ -290,11 +290,7 @@ def _protocol(headers: Sequence[tuple[str, str]], body: bytes, hint: str | None)
     if hint in PROTOCOLS:
         return hint  # type: ignore[return-value]
     ctype = next((v for k, v in headers if k.lower() == "content-type"), "")
-    if "event-stream" in ctype:
-        return "openai" if b"data: [DONE]" in body and b"message_start" not in body else "anthropic"
-    if "ndjson" in ctype:
-        return "ndjson"
-    return "raw"
+    return sniff(ctype, body).name
 
 
 def _framing(headers: Sequence[tuple[str, str]], hint: str | None) -> str:

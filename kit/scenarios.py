@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ._errors import ConfigError
-from .protocols import PROTOCOLS, Unit, generate_units
+from .protocols import Protocol, Unit
 
 if TYPE_CHECKING:
     from .replay import Replay
@@ -462,8 +462,7 @@ class Scenario:
 
             if not isinstance(self.replay, Replay):
                 raise ConfigError("replay", type(self.replay).__name__, "expected a kit.replay.Replay (from_trace)")
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError.unknown("protocol", self.protocol, PROTOCOLS)
+        Protocol.of(self.protocol)  # a name the public API takes; else a ConfigError naming the allowed
         _count("events", self.events, MAX_EVENTS)
         if self.event_size is not None:
             _count("event_size", self.event_size, MAX_EVENT_SIZE)
@@ -617,8 +616,7 @@ class Scenario:
         """Units in the healthy stream (events plus the protocol's framing events)."""
         if self.replay is not None:
             return self.replay.unit_count()
-        extra = {"anthropic": 6, "openai": 3, "ndjson": 0, "raw": 0}[self.protocol]
-        return self.events + extra
+        return self.events + Protocol.of(self.protocol).extra_units
 
     def for_attempt(self, attempt: int, key: str = "") -> Scenario:
         """The scenario that attempt ``attempt`` (1-based) of trial ``key`` gets.
@@ -642,7 +640,7 @@ class Scenario:
         sc = self.for_attempt(attempt, key)
         if sc.replay is not None:
             return sc.replay.plan(sc, attempt, key)
-        units = generate_units(sc.protocol, sc.events, sc.event_size)
+        units = Protocol.of(sc.protocol).units(sc.events, sc.event_size)
         rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
         gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
         return Plan(scenario=sc, units=units, gaps=gaps, attempt=attempt, key=key)

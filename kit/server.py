@@ -34,7 +34,6 @@ from urllib.parse import unquote
 import h11
 
 from . import _registry
-from ._api import shape
 from ._bind import check_bind
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
@@ -45,6 +44,7 @@ from ._rerun import replace_previous
 from ._safejson import loads as safe_json
 from ._schedule import Response, build_response
 from ._window import check_keep
+from .protocols import Protocol
 from .records import ServerLogEntry
 from .scenarios import PRESETS, Plan, Scenario
 
@@ -454,7 +454,7 @@ class FaultServer:
         trial = headers.get("x-kit-trial", "")
         attempt = self._attempt_number(token, trial, headers)
         plan = await _plan(scenario, attempt, trial)
-        api_id = shape(plan.scenario.protocol).request_id(f"{request_id}:{attempt}:{next(self._req_ids)}")
+        api_id = Protocol.of(plan.scenario.protocol).api.request_id(f"{request_id}:{attempt}:{next(self._req_ids)}")
         response = build_response(plan, request_id=api_id, stream=_wants_stream(payload))
         if request.http_version < b"1.1":
             response = _http10(response)

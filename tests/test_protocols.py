@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.protocols import SSEEvent, SSEParser, anthropic_units, encode_sse, generate_units, openai_units
+import kit
+from kit import ConfigError
+from kit.protocols import (
+    ANTHROPIC,
+    NDJSON,
+    OPENAI,
+    PROTOCOLS,
+    RAW,
+    Protocol,
+    SSEEvent,
+    SSEParser,
+    anthropic_units,
+    encode_sse,
+    for_path,
+    generate_units,
+    openai_units,
+    sniff,
+)
 
 
 def parse_all(data: bytes, pieces: list[int] | None = None) -> list[SSEEvent]:
@@ -134,3 +152,69 @@ def test_encode_sse_round_trip():
     assert parse_all(encode_sse("a\nb", event="x", id="3")) == [
         SSEEvent("x", "a\nb", "3", None, size=len(encode_sse("a\nb", event="x", id="3")))  # LF ends: 1 byte each
     ]
+
+
+# -- the Protocol values: what differs per protocol, held once --------------------------
+
+
+def test_protocol_of_takes_names_and_values_and_names_the_allowed_on_a_bad_one():
+    assert Protocol.of("openai") is OPENAI and Protocol.of(OPENAI) is OPENAI
+    assert [Protocol.of(n).name for n in PROTOCOLS] == ["anthropic", "openai", "ndjson", "raw"]
+    with pytest.raises(ConfigError) as err:
+        Protocol.of("antropic", field="scenario.protocol")
+    assert err.value.field == "scenario.protocol" and err.value.value == "antropic"
+    assert "anthropic, ndjson, openai, raw" in str(err.value) and "did you mean 'anthropic'" in str(err.value)
+    with pytest.raises(ConfigError):
+        Protocol.of(None)
+
+
+@pytest.mark.parametrize(("protocol", "extra"), [(ANTHROPIC, 6), (OPENAI, 3), (NDJSON, 0), (RAW, 0)])
+def test_extra_units_are_counted_from_the_generated_stream(protocol, extra):
+    assert protocol.extra_units == extra
+    assert len(protocol.units(5)) == 5 + extra
+    assert kit.Scenario(protocol=protocol.name, events=5).unit_count() == 5 + extra
+
+
+def test_terminators_end_only_their_own_stream():
+    anthropic_body = b"".join(u.payload for u in ANTHROPIC.units(2))
+    openai_body = b"".join(u.payload for u in OPENAI.units(2))
+    for protocol, body in ((ANTHROPIC, anthropic_body), (OPENAI, openai_body)):
+        ends = [e for e in parse_all(body) if protocol.is_terminator(e.event, e.data)]
+        assert len(ends) == 1 and ends[0] == parse_all(body)[-1]  # the last event, and only it
+    other = [e for e in parse_all(openai_body) if ANTHROPIC.is_terminator(e.event, e.data)]
+    assert other == []  # a misrouted gateway's [DONE] does not end an Anthropic stream
+    assert not NDJSON.is_terminator("message", "[DONE]") and RAW.terminator is None
+
+
+def test_error_events_carry_the_request_id_where_the_api_does():
+    anthropic = parse_all(ANTHROPIC.error_event("overloaded_error", "Overloaded", "req_1"))[0]
+    assert anthropic.event == "error" and json.loads(anthropic.data)["request_id"] == "req_1"
+    openai = json.loads(parse_all(OPENAI.error_event("server_error", "boom", "req_1"))[0].data)
+    assert openai == {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+    assert json.loads(NDJSON.error_event("api_error", "x"))["error"]["type"] == "api_error"
+
+
+def test_malformed_units_break_their_format():
+    for protocol in (ANTHROPIC, OPENAI):
+        (event,) = parse_all(protocol.malformed("json"))
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(event.data)
+        parser = SSEParser()
+        assert parser.feed(protocol.malformed("field")) == [] and parser.bad_lines == 1
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(NDJSON.malformed("field"))
+
+
+def test_request_side_and_misrouting():
+    assert ANTHROPIC.accept == "text/event-stream" and RAW.accept == "*/*"
+    assert ANTHROPIC.request_body()["model"] == "claude-kit-1" and "max_tokens" not in OPENAI.request_body()
+    assert dict(OPENAI.request_headers)["authorization"].startswith("Bearer ")
+    assert Protocol.of(ANTHROPIC.other) is OPENAI and Protocol.of(OPENAI.other) is ANTHROPIC
+    assert for_path("/s/ok/v1/messages") is ANTHROPIC and for_path("/v1/chat/completions") is OPENAI
+    assert sniff("text/event-stream", b"data: [DONE]\n\n") is OPENAI and sniff("application/x-ndjson", b"") is NDJSON
+
+
+def test_every_protocol_has_a_non_empty_ping_and_content_type():
+    for name in PROTOCOLS:
+        p = Protocol.of(name)
+        assert p.ping and p.content_type and p.path.startswith("/")
