@@ -102,7 +102,7 @@ def _versions() -> dict[str, str | None]:
 
 _TEXT_COLUMNS = {
     "trials": ("message", "url"),
-    "attempts": ("message", "url", "response_headers", "error"),
+    "attempts": ("message", "url", "response_headers", "error", "request_headers"),
 }
 
 
@@ -113,7 +113,7 @@ def _redacted(table: str, df: pd.DataFrame) -> pd.DataFrame:
         return df
     df = df.copy()
     for c in cols:
-        if c == "response_headers":
+        if c in ("response_headers", "request_headers"):
             from ._redact import redact_headers
 
             df[c] = df[c].map(lambda v: v if not isinstance(v, str) else json.dumps(redact_headers(json.loads(v))))
@@ -316,18 +316,32 @@ def read(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dic
             raise BundleError(f"{path / rel}: column {exc.args[0]!r} is missing") from None
         except (ValueError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
             raise BundleError(f"{path / rel}: a column has the wrong type ({exc})") from None
-        tables[name] = df
+        tables[name] = _with_later_columns(name, df)
     return tables, doc.get("experiment") or {}, {**(doc.get("run") or {}), "bundle": _about(doc)}
 
 
 def _required_columns(name: str) -> dict[str, str] | None:
     """The columns (and dtypes) every bundle's table ``name`` has (the proxy table's vary)."""
-    from .tables import FIDELITY_COLUMNS, SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
+    from .tables import FIDELITY_COLUMNS, LATER_COLUMNS, SCHEMAS, TRIAL_HEAD, TRIAL_TAIL
 
     if name == "trials":
         # the fidelity columns came later: a bundle saved before them still loads (without them)
         return {k: v for k, v in {**TRIAL_HEAD, **TRIAL_TAIL}.items() if k not in FIDELITY_COLUMNS}
-    return SCHEMAS.get(name)
+    schema = SCHEMAS.get(name)
+    if schema is None:
+        return None
+    return {k: v for k, v in schema.items() if k not in LATER_COLUMNS.get(name, ())}
+
+
+def _with_later_columns(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """A table of a bundle saved before :data:`kit.tables.LATER_COLUMNS`: those columns, all missing."""
+    from .tables import LATER_COLUMNS, SCHEMAS, conform
+
+    later = [c for c in LATER_COLUMNS.get(name, ()) if c not in df.columns]
+    if not later:
+        return df
+    schema = SCHEMAS[name]
+    return conform(df.assign(**{c: pd.Series([None] * len(df), dtype="object") for c in later}), schema)
 
 
 def _about(doc: Mapping[str, Any]) -> dict[str, Any]:

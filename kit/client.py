@@ -45,11 +45,12 @@ ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the mes
 
 
 def _target(url: str, protocol: Protocol) -> str:
-    base = str(url).rstrip("/")
-    path = httpx.URL(base).path
+    """``url`` with the protocol's API path appended to its path (a query string stays at the end)."""
+    u = httpx.URL(str(url))
+    path = u.path.rstrip("/")
     if any(path.endswith(s) for s in _KNOWN_SUFFIXES):
-        return base
-    return base + protocol.path
+        return str(u.copy_with(path=path or "/"))
+    return str(u.copy_with(path=path + protocol.path))
 
 
 def stream(
@@ -313,6 +314,7 @@ async def _run_attempt(
     if extra_headers:
         headers.update(extra_headers)
     request = client.build_request(attempt.method, target, json=body, headers=headers)
+    attempt.request_headers = redact_headers(request.headers.multi_items())
     request.extensions["trace"] = on_trace
     reader = _BodyReader(attempt, max_event_bytes)
     response: httpx.Response | None = None

@@ -11,6 +11,8 @@ custom fields, which Chrome DevTools' importer ignores:
   (``time`` in epoch seconds, ``eventName``, ``eventId``, ``data``; the kit does not keep
   event data, so ``data`` is empty and ``_size`` holds its size).
 
+The request's headers are the ones it was sent with (``authorization``, ``x-api-key``,
+cookies and every value not known to be harmless redacted, see :mod:`kit._redact`).
 Secrets: URLs and headers in a trace are already redacted; they are redacted again here.
 
 Import (:func:`har_records`; :func:`kit.from_har` makes the Result): any HAR 1.2 (a browser's "Save all as HAR", or the kit's)
@@ -151,10 +153,7 @@ def tables_to_har(
                 "url": url,
                 "httpVersion": "HTTP/1.1",
                 "cookies": [],
-                "headers": [
-                    {"name": "x-kit-request-id", "value": a.request_id},
-                    {"name": "x-kit-attempt", "value": str(a.attempt)},
-                ],
+                "headers": _request_headers(a),
                 "queryString": [{"name": k, "value": v} for k, v in parse_qsl(url.partition("?")[2].partition("#")[0])],
                 "headersSize": -1,
                 "bodySize": -1,
@@ -216,6 +215,20 @@ def tables_to_har(
     if path is not None:
         Path(path).write_text(json.dumps(har, indent=1))
     return har
+
+
+def _request_headers(a: Any) -> list[dict[str, str]]:
+    """The request's headers as sent (redacted again: authorization, x-api-key, cookies...).
+
+    Attempts recorded before the kit kept request headers (an old bundle) have only the
+    ``x-kit-*`` ones the kit knows it sent."""
+    raw = getattr(a, "request_headers", None)
+    if isinstance(raw, str) and raw:
+        return [{"name": k, "value": v} for k, v in redact_headers(json.loads(raw)).items()]
+    return [
+        {"name": "x-kit-request-id", "value": a.request_id},
+        {"name": "x-kit-attempt", "value": str(a.attempt)},
+    ]
 
 
 # ---------------------------------------------------------------------- validation
@@ -388,6 +401,7 @@ def _from_har(path: str | Path) -> tuple[list[TrialRecord], list[CellLabels], di
         phase = kit_meta.get("phase") or ("done" if 200 <= status < 400 else ("headers" if status else "connect"))
         cause = kit_meta.get("cause") or ("ok" if 200 <= status < 400 else ("http_status" if status else "closed"))
         headers = {h["name"]: h["value"] for h in resp.get("headers", []) if isinstance(h, Mapping) and "name" in h}
+        sent = [(h["name"], h["value"]) for h in req.get("headers", []) if isinstance(h, Mapping) and "name" in h]
         attempt = AttemptRecord(
             index=int(kit_meta.get("attempt", 1)),
             request_id=str(kit_meta.get("request_id", f"har-{i}")),
@@ -398,6 +412,7 @@ def _from_har(path: str | Path) -> tuple[list[TrialRecord], list[CellLabels], di
             headers_ns=h_ns,
             status=status or None,
             headers=redact_headers(headers),
+            request_headers=redact_headers(sent),
             framing=kit_meta.get("framing"),
             chunk_t=chunk_t,
             chunk_size=chunk_size,

@@ -221,6 +221,7 @@ class Instrumented:
             self._pending.append(obs)
         if self.link:
             request.headers["x-kit-request-id"] = attempt.request_id
+        attempt.request_headers = redact_headers(request.headers.multi_items())
         return obs
 
     @staticmethod

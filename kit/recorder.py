@@ -348,6 +348,7 @@ class Recorder:
             "body": scrub(body[:REQUEST_BODY_KEPT].decode("utf-8", "replace"), secrets),
             "body_bytes": len(body),
         }
+        a.request_headers = redact_headers(in_headers)
         trace = Trace(url=a.url, protocol="raw", start_ns=t0, attempts=[a], label=f"{method} {target.split('?')[0]}")
         out = [(k, v) for k, v in in_headers if k.lower() not in _NOT_UPSTREAM] + [("accept-encoding", "identity")]
         keep = False

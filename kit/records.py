@@ -94,7 +94,8 @@ class AttemptRecord:
     ``connection`` holds ``(name, t_ns)`` httpcore trace events; ``chunk_t``/``chunk_size``
     one entry per body read, ``event_t``/``event_type``/``event_size`` one per parsed
     event; ``server`` the server's log of this request (empty for other servers);
-    ``deadlines`` every deadline the client armed (empty for clients the kit does not drive).
+    ``deadlines`` every deadline the client armed (empty for clients the kit does not drive);
+    ``headers`` the response's headers, ``request_headers`` the request's as sent (both redacted).
     """
 
     index: int
@@ -121,6 +122,7 @@ class AttemptRecord:
     error: str | None = None
     server: tuple[ServerLogEntry, ...] = ()
     deadlines: tuple[Deadline, ...] = ()
+    request_headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def fired(self) -> Deadline | None:
@@ -140,6 +142,7 @@ class AttemptRecord:
         d = {f: getattr(self, f) for f in _ATTEMPT_FIELDS}
         d["connection"] = [[n, t] for n, t in self.connection]
         d["headers"] = dict(self.headers)
+        d["request_headers"] = dict(self.request_headers)
         for f in ("chunk_t", "chunk_size", "event_t", "event_type", "event_size"):
             d[f] = list(d[f])
         d["server"] = [e.to_dict() for e in self.server]
@@ -151,6 +154,7 @@ class AttemptRecord:
         kw = {f: d[f] for f in _ATTEMPT_FIELDS if f in d}
         kw["connection"] = tuple((str(n), int(t)) for n, t in d.get("connection", ()))
         kw["headers"] = dict(d.get("headers") or {})
+        kw["request_headers"] = dict(d.get("request_headers") or {})  # journals before it have none
         kw["server"] = tuple(ServerLogEntry.from_dict(e) for e in d.get("server", ()))
         kw["deadlines"] = tuple(Deadline(*x) for x in d.get("deadlines", ()))
         return cls(**kw)

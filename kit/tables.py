@@ -160,6 +160,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "end_ns": "Int64",
         "response_headers": "str",
         "error": "str",
+        "request_headers": "str",
     },
     "chunks": {
         **_TIMED,
@@ -342,6 +343,8 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
 
 _FIDELITY = ("server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s")
 FIDELITY_COLUMNS = (*_FIDELITY, "within_budget")  # trials columns a bundle older than them lacks
+# columns added after bundles were saved without them: such a bundle loads with them all missing
+LATER_COLUMNS: dict[str, tuple[str, ...]] = {"attempts": ("request_headers",)}
 
 
 def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -403,6 +406,7 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
             "end_ns": a.end_ns,
             "response_headers": json.dumps(dict(a.headers)) if a.headers else None,
             "error": a.error,
+            "request_headers": json.dumps(dict(a.request_headers)) if a.request_headers else None,
         },
     )
     gaps = [np.nan] + [(ct[i] - ct[i - 1]) / 1e9 for i in range(1, len(ct))]

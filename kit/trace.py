@@ -123,6 +123,7 @@ class Attempt:
     headers_ns: int | None = None
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    request_headers: dict[str, str] = field(default_factory=dict)  # as sent, redacted
     framing: str | None = None
     chunk_t: array = field(default_factory=lambda: array("q"))
     chunk_size: array = field(default_factory=lambda: array("q"))
@@ -297,6 +298,7 @@ class Trace:
                     **{f: getattr(a, f).tolist() for f in _SERIES},
                     connection=tuple((n, t) for n, t in a.connection),
                     headers=dict(a.headers),
+                    request_headers=dict(a.request_headers),
                     event_type=list(a.event_type),
                     phase=o.phase if o else "connect",
                     cause=o.cause if o else "cancelled",
@@ -355,6 +357,7 @@ class Trace:
                     protocol=r.protocol,
                     connection=list(a.connection),
                     headers=dict(a.headers),
+                    request_headers=dict(a.request_headers),
                     event_type=list(a.event_type),
                     outcome=Outcome(a.phase, a.cause, a.message),
                     error=a.error,

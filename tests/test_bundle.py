@@ -242,3 +242,29 @@ def test_an_1800_trial_bundle_is_small(tmp_path):
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     assert size < 10 * 1024 * 1024, size
     assert len(kit.load(path).events) == 1800 * 50
+
+
+def _age(bundle, drop_columns=(), drop_tables=()):
+    """Make ``bundle`` look saved by an older kit: without these columns and tables."""
+    import hashlib
+
+    doc = json.loads((bundle / "bundle.json").read_text())
+    for table, col in drop_columns:
+        info = doc["tables"][table]
+        file = bundle / info["file"]
+        pd.read_parquet(file).drop(columns=[col]).to_parquet(file, index=False)
+        del info["columns"][col]
+        info["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    for table in drop_tables:
+        (bundle / doc["tables"].pop(table)["file"]).unlink()
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+
+
+def test_a_bundle_from_before_request_headers_loads_without_them(result, saved):
+    assert result.attempts["request_headers"].notna().all()
+    _age(saved, drop_columns=[("attempts", "request_headers")])
+    loaded = kit.load(saved)
+    assert list(loaded.attempts.columns) == list(result.attempts.columns)
+    assert loaded.attempts["request_headers"].isna().all()
+    entry = loaded.to_har()["log"]["entries"][0]  # the HAR says only what the kit knows it sent
+    assert {h["name"] for h in entry["request"]["headers"]} == {"x-kit-request-id", "x-kit-attempt"}
