@@ -4,11 +4,8 @@ It never raises for a network or server fault (the fault is the data); it raises
 for misuse. Timing uses one ``asyncio.timeout`` per attempt whose deadline moves as the
 phase changes (connect -> send -> headers -> first chunk -> each chunk), so each limit of
 the :class:`~kit.policy.Policy` fires as its own cause with no extra task per chunk.
-Connection events come from httpcore's ``trace`` extension.
-
-Why over 600 lines: the call loop, the phase clock and the body reader live together; the
-body reader (framing, phase tracking, SSE feed) is the part meant to move to a socket-free
-``kit/_body.py`` shared with :mod:`kit.instrument` (not done yet).
+Connection events come from httpcore's ``trace`` extension; the body is read by the
+socket-free :class:`~kit._body.BodyReader` that :mod:`kit.instrument` and the recorder use too.
 """
 
 from __future__ import annotations
@@ -25,15 +22,15 @@ from typing import Any
 
 import httpx
 
+from ._body import BodyReader, body_phase, framing, note_truncation
 from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError
 from ._fidelity import LagMonitor
 from ._loop import run_sync
-from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
-from ._safejson import loads as safe_json
+from ._redact import redact_headers, redact_url, secret_values
 from .policy import Policy
-from .protocols import Protocol, SSEParser
+from .protocols import Protocol
 from .records import Deadline
 from .retry import decide as _retry_decide
 from .trace import Attempt, Outcome, Trace
@@ -41,7 +38,6 @@ from .trace import Attempt, Outcome, Trace
 __all__ = ["astream", "stream"]
 
 _KNOWN_SUFFIXES = ("/v1/messages", "/chat/completions", "/stream")
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response body kept for the message
 
 
 def _target(url: str, protocol: Protocol) -> str:
@@ -316,7 +312,9 @@ async def _run_attempt(
     request = client.build_request(attempt.method, target, json=body, headers=headers)
     attempt.request_headers = redact_headers(request.headers.multi_items())
     request.extensions["trace"] = on_trace
-    reader = _BodyReader(attempt, max_event_bytes)
+    reader = BodyReader(
+        attempt, max_event_bytes, max_recorded=policy.max_recorded, stop_at_cap=policy.on_max_recorded == "stop"
+    )
     response: httpx.Response | None = None
     try:
         async with asyncio.timeout(None) as cm:
@@ -327,65 +325,31 @@ async def _run_attempt(
                 attempt.headers_ns = t
                 attempt.status = response.status_code
                 attempt.headers = redact_headers(response.headers.multi_items())
-                attempt.framing = _framing(response)
+                attempt.framing = framing(response.headers)
                 clock.enter("first_chunk", t)
-                if response.status_code >= 400:
-                    error_body = await _read_error_body(response, attempt, clock)
-                    attempt.outcome = Outcome(  # the body is the server's text: keys in it are redacted
-                        "headers", "http_status", redact_text(_status_message(response.status_code, error_body))
-                    )
-                else:
-                    await _read_body(response, attempt, clock, reader)
+                await _read_body(response, clock, reader)
             finally:
                 await response.aclose()
     except TimeoutError:
-        attempt.outcome = Outcome(_phase_for(attempt, clock), clock.cause, _timeout_message(clock))
+        attempt.outcome = Outcome(body_phase(attempt, clock.phase), clock.cause, _timeout_message(clock))
     except asyncio.CancelledError:
-        attempt.outcome = Outcome(_phase_for(attempt, clock), "cancelled", "cancelled by the caller")
+        attempt.outcome = Outcome(body_phase(attempt, clock.phase), "cancelled", "cancelled by the caller")
         attempt.end_ns = now_ns()
-        _attach_server_log(attempt)
+        attempt.refresh_server_log()
         raise
     except httpx.HTTPError as exc:
-        attempt.outcome = classify_exception(exc, _phase_for(attempt, clock))
+        attempt.outcome = classify_exception(exc, body_phase(attempt, clock.phase))
         attempt.error = f"{type(exc).__name__}: {exc}"
     except OSError as exc:  # raised below httpx's mapping, e.g. while closing
-        attempt.outcome = Outcome(_phase_for(attempt, clock), "reset" if is_reset(exc) else "closed", str(exc))
+        cause = "reset" if is_reset(exc) else "closed"
+        attempt.outcome = Outcome(body_phase(attempt, clock.phase), cause, str(exc))
         attempt.error = f"{type(exc).__name__}: {exc}"
     attempt.end_ns = attempt.end_ns or now_ns()
     if attempt.outcome is None:
-        attempt.outcome = reader.outcome(attempt)
-    _note_truncation(attempt, policy.max_recorded)
-    _scrub_attempt(attempt, secret_values(request.headers.multi_items(), target))
-    _attach_server_log(attempt)
-
-
-def _scrub_attempt(attempt: Attempt, secrets: tuple[str, ...]) -> None:
-    """The request's own secret values out of whatever the upstream echoed (message, error, headers)."""
-    o = attempt.outcome
-    if o is not None and o.message:
-        attempt.outcome = Outcome(o.phase, o.cause, scrub(o.message, secrets))
-    if attempt.error:
-        attempt.error = scrub(attempt.error, secrets)
-    if secrets and attempt.headers:
-        attempt.headers = {k: scrub(v, secrets) for k, v in attempt.headers.items()}
-
-
-def _framing(response: httpx.Response) -> str:
-    if "chunked" in response.headers.get("transfer-encoding", "").lower():
-        return "chunked"
-    if "content-length" in response.headers:
-        return "length"
-    return "close"
-
-
-def _phase_for(attempt: Attempt, clock: _Clock) -> str:
-    if attempt.saw_terminator:
-        return "done"
-    if attempt.chunk_t:
-        return "stream"
-    if attempt.headers_ns is not None:
-        return "first_chunk"
-    return clock.phase
+        attempt.outcome = reader.outcome()
+    note_truncation(attempt, policy.max_recorded)
+    attempt.scrub(secret_values(request.headers.multi_items(), target))
+    attempt.refresh_server_log()
 
 
 def _timeout_message(clock: _Clock) -> str:
@@ -400,146 +364,20 @@ def _timeout_message(clock: _Clock) -> str:
     return f"{clock.cause} after {limit:g} s" if limit is not None else clock.cause
 
 
-class _BodyReader:
-    """Parses the body as it arrives and decides when the stream is over."""
+async def _read_body(response: httpx.Response, clock: _Clock, reader: BodyReader) -> None:
+    """Hand each body chunk to ``reader`` as it arrives; the first starts the stream, each restarts the idle limit.
 
-    def __init__(self, attempt: Attempt, max_event_bytes: int | None) -> None:
-        self.attempt = attempt
-        self.protocol = Protocol.of(attempt.protocol)
-        self.kind = self.protocol.event_format
-        self.sse = SSEParser(max_event_bytes=max_event_bytes) if self.kind == "sse" else None
-        self.line_buf = b""
-        self.stop: Outcome | None = None
-        self.max_event_bytes = max_event_bytes
-        self.record = True  # False past Policy.max_recorded: events are counted, not recorded
-
-    def feed(self, data: bytes, t: int) -> None:
-        a = self.attempt
-        if self.sse is not None:
-            for ev in self.sse.feed(data):
-                if self.record:
-                    a.event_t.append(t)
-                    a.event_type.append(ev.event)
-                    a.event_size.append(ev.size)
-                else:
-                    a.unrecorded_events += 1
-                self._check_sse(ev.event, ev.data)
-                if self.stop is not None:
-                    return
-            if self.stop is None:
-                if self.sse.oversized:
-                    self.stop = Outcome(
-                        self._phase(),
-                        "malformed",
-                        f"an event over the client's cap of max_event_bytes={self.max_event_bytes}",
-                    )
-                elif self.sse.bad_lines:
-                    self.stop = Outcome(
-                        self._phase(), "malformed", "a line that is not an SSE field (not data/event/id/retry)"
-                    )
-                elif self.sse.decode_errors:
-                    self.stop = Outcome(self._phase(), "malformed", "event data that is not valid UTF-8")
-        elif self.kind == "ndjson":
-            buf = self.line_buf + data
-            *lines, self.line_buf = buf.split(b"\n")
-            if self.max_event_bytes is not None and len(self.line_buf) > self.max_event_bytes:
-                self.line_buf = b""
-                self.stop = Outcome(
-                    "stream",
-                    "malformed",
-                    f"an NDJSON line over the client's cap of max_event_bytes={self.max_event_bytes}",
-                )
-                return
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    obj = safe_json(line)
-                except ValueError:
-                    self._line(t, len(line) + 1, "invalid")
-                    self.stop = Outcome("stream", "malformed", "an NDJSON line that is not JSON")
-                    return
-                if isinstance(obj, dict) and "error" in obj:
-                    self._line(t, len(line) + 1, "error")
-                    self.stop = Outcome("stream", "error_event", _error_text(obj))
-                    return
-                self._line(t, len(line) + 1, "line")
-
-    def _line(self, t: int, size: int, kind: str) -> None:
-        a = self.attempt
-        if self.record:
-            a.event_t.append(t)
-            a.event_size.append(size)
-            a.event_type.append(kind)
-        else:
-            a.unrecorded_events += 1
-
-    def _check_sse(self, event: str, data: str) -> None:
-        if self.protocol.is_terminator(event, data):
-            self.attempt.saw_terminator = True
-            if self.protocol.terminator == ("data", data):
-                return  # a data-only terminator ([DONE]) is not JSON
-        try:
-            obj = safe_json(data)
-        except ValueError:
-            self.stop = Outcome(self._phase(), "malformed", f"event {event!r} has data that is not JSON")
-            return
-        if event == "error" or (isinstance(obj, dict) and "error" in obj and obj.get("type") in (None, "error")):
-            self.stop = Outcome(self._phase(), "error_event", _error_text(obj))
-
-    def _phase(self) -> str:
-        """The phase of a failure in the body: ``done`` once the terminator came (one rule for
-        whatever follows it: an error or malformed event, a close, a reset, a stall), else ``stream``."""
-        return "done" if self.attempt.saw_terminator else "stream"
-
-    def outcome(self, attempt: Attempt) -> Outcome:
-        """The outcome of a body that ended cleanly (no exception)."""
-        if self.stop is not None:
-            return self.stop
-        started = bool(attempt.chunk_t)
-        if self.sse is not None and self.sse.pending:
-            return Outcome(self._phase(), "malformed", "the body ended inside an event (not a complete SSE stream)")
-        if self.kind == "ndjson" and self.line_buf.strip():
-            return Outcome("stream", "malformed", "the body ended inside an NDJSON line")
-        if attempt.saw_terminator or self.protocol.terminator is None:
-            return Outcome("done", "ok")
-        phase = "stream" if started else "first_chunk"
-        what = "no events" if not attempt.event_t else f"{len(attempt.event_t)} events"
-        first = attempt.first_event_type
-        detail = f"; first event {first!r}" if first else ""
-        return Outcome(
-            phase, "ended", f"the body ended cleanly ({attempt.framing}) with {what}{detail} and no terminator"
-        )
-
-
-def _error_text(obj: Any) -> str:
-    err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict):  # the server's text: keys in it are redacted, as in headers
-        return redact_text(f"{err.get('type', 'error')}: {err.get('message', '')}".strip())
-    return redact_text(str(err or obj)[:200])
-
-
-async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, reader: _BodyReader) -> None:
-    chunk_t = attempt.chunk_t.append
-    chunk_size = attempt.chunk_size.append
-    feed = reader.feed
+    An error body (status >= 400) is read to its end, its chunks restarting the idle limit.
+    """
+    count, feed = reader.count, reader.feed
+    streaming = (response.status_code or 0) < 400
     track = clock.policy.idle is not None
     first = True
-    cap = clock.policy.max_recorded
-    recording = True
     async for data in response.aiter_raw():
         t = now_ns()
-        if recording and cap is not None and len(attempt.chunk_t) + len(attempt.event_t) >= cap:
-            recording = _reached_cap(attempt, reader, clock.policy)
-            if reader.stop is not None:
-                return
-        if recording:
-            chunk_t(t)
-            chunk_size(len(data))
-        else:
-            attempt.unrecorded_chunks += 1
-            attempt.unrecorded_bytes += len(data)
-        if first:
+        if not count(data, t):
+            return  # Policy.max_recorded reached with on_max_recorded="stop"
+        if first and streaming:
             first = False
             clock.enter("stream", t)
         elif track:
@@ -547,54 +385,3 @@ async def _read_body(response: httpx.Response, attempt: Attempt, clock: _Clock, 
         feed(data, t)
         if reader.stop is not None:
             return
-
-
-def _reached_cap(attempt: Attempt, reader: _BodyReader, policy: Policy) -> bool:
-    """Policy.max_recorded reached: stop recording (returns False); with ``on_max_recorded="stop"``, stop reading."""
-    attempt.truncated = True
-    reader.record = False
-    if policy.on_max_recorded == "stop":
-        reader.stop = Outcome(
-            reader._phase(),
-            "cancelled",
-            f"stopped reading after recording {policy.max_recorded:,} chunks and events "
-            "(Policy.max_recorded, on_max_recorded='stop')",
-        )
-    return False
-
-
-def _note_truncation(attempt: Attempt, cap: int | None) -> None:
-    """Say in the outcome's message that the attempt was recorded only in part."""
-    o = attempt.outcome
-    if not attempt.truncated or o is None or "Policy.max_recorded" in o.message:
-        return
-    note = (
-        f"recorded the first {cap:,} chunks and events (Policy.max_recorded), then counted "
-        f"{attempt.unrecorded_chunks:,} chunks and {attempt.unrecorded_events:,} events more"
-    )
-    attempt.outcome = Outcome(o.phase, o.cause, f"{o.message}; {note}" if o.message else note)
-
-
-async def _read_error_body(response: httpx.Response, attempt: Attempt, clock: _Clock) -> bytes:
-    body = bytearray()
-    async for data in response.aiter_raw():
-        t = now_ns()
-        attempt.chunk_t.append(t)
-        attempt.chunk_size.append(len(data))
-        clock.chunk(t)
-        if len(body) < ERROR_BODY_LIMIT:
-            body += data[: ERROR_BODY_LIMIT - len(body)]
-    return bytes(body)
-
-
-def _status_message(status: int, body: bytes) -> str:
-    detail = ""
-    try:
-        detail = _error_text(safe_json(body))
-    except ValueError:
-        detail = body[:200].decode("utf-8", "replace")
-    return f"{status} {detail}".strip()
-
-
-def _attach_server_log(attempt: Attempt) -> None:
-    attempt.refresh_server_log()

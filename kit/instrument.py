@@ -23,10 +23,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ._body import BodyReader, framing, note_truncation
+from ._classify import classify_exception
 from ._clock import now_ns
 from ._errors import ConfigError
-from ._observe import finish_attempt, protocol_for_path
 from ._redact import redact_headers, redact_url, secret_values
+from .protocols import for_path
 from .trace import Attempt, Trace
 
 __all__ = ["Instrumented", "instrument"]
@@ -52,9 +54,9 @@ _SKIP = ("http11.receive_response_body", "http2.receive_response_body")  # chunk
 
 
 class _Observed:
-    """One attempt in flight: its chunks (kept by reference) and how it ended."""
+    """One attempt in flight: its body reader, the chunks it holds (by reference) and how it ended."""
 
-    __slots__ = ("attempt", "data", "exc", "held", "how", "limits", "phase", "reader", "secrets", "trace")
+    __slots__ = ("attempt", "data", "exc", "held", "how", "max_held", "parsing", "phase", "reader", "secrets", "trace")
 
     def __init__(
         self,
@@ -66,46 +68,35 @@ class _Observed:
         self.attempt = attempt
         self.trace = trace
         self.secrets = secrets  # the request's own secret values, scrubbed from what comes back
-        self.data: list[bytes] = []
+        max_recorded, self.max_held, max_event_bytes = limits  # (max_recorded, max_held_bytes, max_event_bytes)
+        self.reader = BodyReader(attempt, max_event_bytes, max_recorded=max_recorded)
+        self.data: list[tuple[int, bytes]] = []  # (arrival, chunk), parsed when the traces are read
         self.held = 0  # bytes in ``data``
-        self.limits = limits  # (max_recorded, max_held_bytes, max_event_bytes)
-        self.reader: Any = None  # past max_held_bytes: chunks are parsed as they come, not held
+        self.parsing = False  # past max_held bytes: chunks are parsed as they come, not held
         self.how = "open"
         self.exc: BaseException | None = None
         self.phase = "connect"
 
     def take(self, chunk: bytes, t: int) -> None:
         """Record one body chunk: held until the traces are read, or parsed at once past the byte limit."""
-        a = self.attempt
-        max_recorded, max_held, max_event_bytes = self.limits
-        if max_recorded is not None and len(a.chunk_t) + len(a.event_t) >= max_recorded:
-            a.truncated = True
-            a.unrecorded_chunks += 1
-            a.unrecorded_bytes += len(chunk)
-            if self.reader is not None:
-                self.reader.record = False
-        else:
-            a.chunk_t.append(t)
-            a.chunk_size.append(len(chunk))
-        if self.reader is not None:
-            if self.reader.stop is None:
-                self.reader.feed(chunk, t)
+        reader = self.reader
+        reader.count(chunk, t)
+        if self.parsing or (self.attempt.status or 0) >= 400:  # an error body: the reader keeps its start
+            reader.feed(chunk, t)
             return
-        if (a.status or 0) >= 400:  # an error body: its start is the message
-            if self.held < 64 * 1024:
-                self.data.append(chunk)
-                self.held += len(chunk)
-            return
-        self.data.append(chunk)
+        self.data.append((t, chunk))
         self.held += len(chunk)
-        if max_held is not None and self.held > max_held:
-            from .client import _BodyReader
+        if self.max_held is not None and self.held > self.max_held:
+            self.parsing = True
+            self.parse_held()
 
-            self.reader = _BodyReader(a, max_event_bytes)
-            for ct, c in zip(a.chunk_t, self.data, strict=False):
-                if self.reader.stop is None:
-                    self.reader.feed(c, ct)
-            self.data, self.held = [], 0
+    def parse_held(self) -> None:
+        """Parse the held chunks and let them go (their events are recorded: the cap counted their chunks)."""
+        reader = self.reader
+        reader.record = True
+        for t, chunk in self.data:
+            reader.feed(chunk, t)
+        self.data, self.held = [], 0
 
     def on_event(self, name: str) -> None:
         if name.startswith(_SKIP):
@@ -175,17 +166,20 @@ class Instrumented:
     def _finish(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, [o for o in self._pending if o.how == "open"]
-        from .client import _attach_server_log, _note_truncation, _scrub_attempt
-
         for o in pending:
             if o.how == "open":
                 continue
-            finish_attempt(o.attempt, o.data, o.how, o.exc, o.phase, self.max_event_bytes, reader=o.reader)
-            o.reader = None
-            _note_truncation(o.attempt, self.max_recorded)
-            o.data = []
-            _scrub_attempt(o.attempt, o.secrets)
-            _attach_server_log(o.attempt)
+            a = o.attempt
+            if o.how == "error":  # an exception before the response headers
+                assert o.exc is not None
+                a.outcome = classify_exception(o.exc, o.phase)
+                a.error = f"{type(o.exc).__name__}: {o.exc}"
+            else:
+                o.parse_held()
+                o.reader.finish(o.how, o.exc)
+            note_truncation(a, self.max_recorded)
+            a.scrub(o.secrets)
+            a.refresh_server_log()
             if o.trace.attempts[-1] is o.attempt:
                 o.trace.end_ns = o.attempt.end_ns
 
@@ -203,7 +197,7 @@ class Instrumented:
                 prev = trace.attempts[-1]
                 wait = max((t - (prev.end_ns or t)) / 1e9, 0.0)
             else:
-                trace = Trace(url=url, protocol=protocol_for_path(request.url.path), start_ns=t, label=url)
+                trace = Trace(url=url, protocol=for_path(request.url.path).name, start_ns=t, label=url)
                 self._traces.append(trace)
                 wait = 0.0
             attempt = Attempt(
@@ -230,8 +224,7 @@ class Instrumented:
         a.headers_ns = now_ns()
         a.status = response.status_code
         a.headers = redact_headers(response.headers.multi_items())
-        te = response.headers.get("transfer-encoding", "").lower()
-        a.framing = "chunked" if "chunked" in te else "length" if "content-length" in response.headers else "close"
+        a.framing = framing(response.headers)
 
     # -- (un)patching -------------------------------------------------------------------
 

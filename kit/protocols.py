@@ -140,6 +140,9 @@ class SSEParser:
             else:
                 break
             event = self._line(buf[start:end], end - start + 1)
+            if self.oversized:  # the event under way outgrew the cap: not dispatched, whatever the reads' cuts
+                self._buf = b""
+                return events
             if event is not None:
                 events.append(event)
             start = nxt
@@ -151,6 +154,9 @@ class SSEParser:
 
     def _line(self, raw: bytes, size: int) -> SSEEvent | None:
         self._size += size
+        if self.max_event_bytes is not None and self._size > self.max_event_bytes:
+            self.oversized = True
+            return None
         if not raw:
             return self._dispatch()
         try:

@@ -41,13 +41,14 @@ import h11
 import httpx
 
 from ._bind import check_bind
+from ._body import BodyReader, body_phase, framing
 from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from ._rerun import replace_previous
-from .client import ERROR_BODY_LIMIT, _BodyReader, _framing, _ssl_context, _status_message
+from .client import _ssl_context
 from .replay import MAX_REPLAY_BYTES
 from .server import _reset, _watch_disconnect
 from .trace import Attempt, Outcome, Trace
@@ -395,7 +396,7 @@ class Recorder:
         items = resp.headers.multi_items()
         a.headers = redact_headers(items)
         a.header_list = [(k.lower(), v) for k, v in _redact_list(items)]
-        a.framing = _framing(resp)
+        a.framing = framing(resp.headers)
         event_stream = "event-stream" in resp.headers.get("content-type", "")
         a.protocol = trace.protocol = (
             "anthropic" if event_stream else ("ndjson" if "ndjson" in resp.headers.get("content-type", "") else "raw")
@@ -409,8 +410,7 @@ class Recorder:
             head.append("connection: close")
         transport = writer.transport
         transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        reader_ = _BodyReader(a, None)
-        error_body = bytearray()
+        reader_ = BodyReader(a, None)
 
         async def pump() -> None:
             for_client = transport.write
@@ -420,8 +420,7 @@ class Recorder:
                 for_client(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
                 if transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
-                a.chunk_t.append(t)
-                a.chunk_size.append(len(data))
+                reader_.take(data, t)  # recorded, and parsed (an error body: its start kept)
                 if keep_bytes:
                     if self.kept_bytes + len(data) > self.max_bytes:
                         keep_bytes = False
@@ -431,11 +430,6 @@ class Recorder:
                         self.kept_bytes += len(data)
                 elif not a.capped:
                     self._cap(a)
-                if a.status is not None and a.status >= 400:
-                    if len(error_body) < ERROR_BODY_LIMIT:
-                        error_body.extend(data[: ERROR_BODY_LIMIT - len(error_body)])
-                else:
-                    reader_.feed(data, t)
 
         watcher = asyncio.ensure_future(_watch_disconnect(reader))
         pumping = asyncio.ensure_future(pump())
@@ -447,7 +441,7 @@ class Recorder:
                     await pumping
                 silent = (now_ns() - (a.chunk_t[-1] if a.chunk_t else a.headers_ns)) / 1e9
                 a.outcome = Outcome(
-                    _phase(a), "cancelled", f"the client closed the connection after {silent:.3f} s without data"
+                    body_phase(a), "cancelled", f"the client closed the connection after {silent:.3f} s without data"
                 )
                 return False
             exc = pumping.exception()
@@ -461,17 +455,14 @@ class Recorder:
         if exc is not None:
             if not isinstance(exc, httpx.HTTPError | OSError):
                 raise exc
-            a.outcome = classify_exception(exc, _phase(a))
+            a.outcome = classify_exception(exc, body_phase(a))
             a.error = redact_text(f"{type(exc).__name__}: {a.outcome.message}")
             # cut the client's body short the same way: RST for a reset, else a close mid-body
             _reset(writer.transport) if a.outcome.cause == "reset" or is_reset(exc) else writer.close()
             return False
         if chunked and a.method != "HEAD" and a.status not in (204, 304):
             transport.write(b"0\r\n\r\n")
-        if a.status is not None and a.status >= 400:
-            a.outcome = Outcome("headers", "http_status", redact_text(_status_message(a.status, bytes(error_body))))
-        else:
-            a.outcome = reader_.outcome(a)
+        a.outcome = reader_.outcome()
         if close:
             await writer.drain()
             writer.close()
@@ -491,12 +482,6 @@ class Recorder:
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def _phase(a: Attempt) -> str:
-    if a.saw_terminator:
-        return "done"
-    return "stream" if a.chunk_t else "first_chunk"
 
 
 def _refine_protocol(a: RecordedAttempt, trace: Trace) -> None:
@@ -534,9 +519,7 @@ def _scrub_recorded(a: RecordedAttempt, secrets: tuple[str, ...]) -> None:
     In the body each echoed secret is masked with ``*`` of the same length, so the byte
     counts, chunk boundaries and event sizes the replay reproduces stay as recorded.
     """
-    from .client import _scrub_attempt
-
-    _scrub_attempt(a, secrets)
+    a.scrub(secrets)
     if not secrets:
         return
     a.header_list = [(k, scrub(v, secrets)) for k, v in a.header_list]

@@ -34,7 +34,7 @@ import pandas as pd
 from . import _registry
 from ._clock import now_ns
 from ._fidelity import DEFAULT_BUDGET, Fidelity, server_lateness
-from ._redact import redact_text
+from ._redact import redact_text, scrub
 from .records import (
     FINAL_SERVER_KINDS,
     AttemptRecord,
@@ -199,6 +199,16 @@ class Attempt:
         entries = _registry.find_server_log(self.request_id)  # same-process servers only
         if len(entries) > len(self.server_log):
             self.server_log = entries
+
+    def scrub(self, secrets: tuple[str, ...]) -> None:
+        """Take the request's own secret values out of whatever the upstream echoed (message, error, headers)."""
+        o = self.outcome
+        if o is not None and o.message:
+            self.outcome = Outcome(o.phase, o.cause, scrub(o.message, secrets))
+        if self.error:
+            self.error = scrub(self.error, secrets)
+        if secrets and self.headers:
+            self.headers = {k: scrub(v, secrets) for k, v in self.headers.items()}
 
     def event_time(self, name: str) -> int | None:
         """The time of the first connection event called ``name`` (httpcore trace names)."""

@@ -155,7 +155,7 @@ def test_instrument_holds_and_records_a_bounded_amount(server):
             for _ in response.iter_raw():
                 pass
             obs = rec._pending[-1]
-            assert obs.held <= 64 * 1024 + 65536 and obs.reader is not None  # parsed as it came, not held
+            assert obs.held <= 64 * 1024 + 65536 and obs.parsing  # parsed as it came, not held
         trace = rec.trace
     a = trace.attempts[0]
     assert trace.outcome.ok, trace.outcome  # the terminator past the cap was still seen
