@@ -246,7 +246,7 @@ def main() -> None:
     with kit.Recorder(register(shape), ca=ca_file) as rec:
         asyncio.run(fetch(rec.url + "/v1/messages", "rec", False))
     recorded = rec.traces[0]
-    replay = kit.Scenario.from_trace(recorded)
+    replay = kit.replay_scenario(recorded)
     errs, gaps = [], []
     with kit.FaultServer(isolate=True) as srv:
         replay_url = srv.url_for(replay)

@@ -14,28 +14,28 @@ from .client import astream, stream
 from .compare import compare, load, rerun
 from .evidence import from_har
 from .experiment import Experiment
-from .instrument import Instrumented, instrument
-from .network import Network
-from .policy import Policy
-from .proxy import NetworkProxy
-from .recorder import Recorder
-from .replay_compare import fidelity as replay_fidelity
-from .result import Result
-from .scenarios import (
+from .faults import (
     Buffer,
     Close,
     ErrorEvent,
-    Gap,
     Hostile,
     HttpStatus,
     Malformed,
     NoTerminator,
     Reset,
-    Scenario,
     Stall,
     TruncatedChunk,
     WrongFormat,
 )
+from .instrument import Instrumented, instrument
+from .network import Network
+from .policy import Policy
+from .proxy import NetworkProxy
+from .recorder import Recorder
+from .replay import replay_scenario
+from .replay_compare import fidelity as replay_fidelity
+from .result import Result
+from .scenarios import Gap, Scenario
 from .server import FaultServer, ScenarioURL
 from .trace import CAUSES, METRICS, PHASES, Attempt, Outcome, Trace
 
@@ -51,6 +51,7 @@ __all__ = [
     "from_har",
     "load",
     "replay_fidelity",
+    "replay_scenario",
     "rerun",
     "BundleError",
     "Buffer",

@@ -27,19 +27,19 @@ from __future__ import annotations
 
 from ._api import ERROR_STATUS
 from ._response import BINARY, Action, Response, _finish, _status_response
-from .protocols import Protocol, message_text
-from .scenarios import (
+from .faults import (
     Close,
     ErrorEvent,
     HttpStatus,
     Malformed,
     NoTerminator,
-    Plan,
     Reset,
     Stall,
     TruncatedChunk,
     WrongFormat,
 )
+from .protocols import Protocol, message_text
+from .scenarios import Plan
 
 __all__ = ["json_response"]
 

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from .faults import Buffer, Hostile, HttpStatus
 from .protocols import RAW, Protocol
-from .scenarios import Buffer, Hostile, HttpStatus, Plan, Scenario
+from .scenarios import Plan, Scenario
 
 __all__ = ["Action", "Response"]
 

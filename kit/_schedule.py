@@ -13,22 +13,22 @@ from collections.abc import Iterator
 
 from ._api import compact
 from ._json_answer import json_response
+from ._recorded import SERVER_HEADERS, Replay
 from ._response import BINARY, Action, Response, _finish, _status_response
-from .protocols import Protocol
-from .replay import SERVER_HEADERS, Replay
-from .scenarios import (
+from .faults import (
     Close,
     ErrorEvent,
     Hostile,
     HttpStatus,
     Malformed,
     NoTerminator,
-    Plan,
     Reset,
     Stall,
     TruncatedChunk,
     WrongFormat,
 )
+from .protocols import Protocol
+from .scenarios import Plan
 
 __all__ = ["Action", "Response", "build_response"]
 

@@ -8,7 +8,7 @@ buffering), so the client's timing stays real. Per call it records, on the kit's
 the request line, headers and body (redacted: the API key is never stored), the status
 and headers, every body chunk's bytes and arrival time, and the SSE events. The call is
 a :class:`~kit.Trace` (``rec.traces``) whose attempt also holds the bytes, so
-:meth:`kit.Scenario.from_trace` can replay it from the fault server.
+:func:`kit.replay_scenario` can replay it from the fault server.
 
 Failures are outcomes, not kit tracebacks: upstream refused, TLS failure, bytes that are
 not HTTP, a reset or a stall become the call's phase x cause, and the client gets the
@@ -46,10 +46,10 @@ from ._classify import classify_exception, is_reset
 from ._clock import now_ns
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
+from ._recorded import MAX_REPLAY_BYTES
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from ._rerun import replace_previous
 from .client import _ssl_context
-from .replay import MAX_REPLAY_BYTES
 from .server import _reset, _watch_disconnect
 from .trace import Attempt, Outcome, Trace
 
@@ -224,7 +224,7 @@ class Recorder:
     def result(self) -> Any:
         """The recording as a :class:`~kit.Result` (what :meth:`save` writes)."""
         from .experiment import Experiment
-        from .replay import scenario_from
+        from .replay import replay_scenario
         from .result import Result
 
         traces = self.traces
@@ -237,7 +237,7 @@ class Recorder:
             a: RecordedAttempt = t.attempts[-1]  # type: ignore[assignment]
             index = None
             if a.headers_ns is not None:
-                scenarios.append(scenario_from(t, name=f"{tid} {t.label}"))
+                scenarios.append(replay_scenario(t, name=f"{tid} {t.label}"))
                 index = len(scenarios) - 1
             calls.append(
                 {

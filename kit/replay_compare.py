@@ -46,7 +46,9 @@ def _side(x: Any, name: str) -> _Side:
         )
     attempts = getattr(x, "attempts", None)
     if not attempts:
-        raise ConfigError(name, repr(x), "a Trace with at least one attempt, or a replay Scenario (from_trace)")
+        raise ConfigError(
+            name, repr(x), "a Trace with at least one attempt, or a replay Scenario (kit.replay_scenario)"
+        )
     a = attempts[-1]
     if a.headers_ns is None:
         raise ConfigError(name, repr(x), "a call that got response headers")
@@ -63,7 +65,7 @@ def table(recorded: Any, replayed: Any) -> pd.DataFrame:
     response headers), the difference, and the gap before it in each and their difference.
 
     ``recorded``: a recorded Trace, or the replay Scenario built from it
-    (:meth:`kit.Scenario.from_trace`, so a saved recording alone is enough);
+    (:func:`kit.replay_scenario`, so a saved recording alone is enough);
     ``replayed``: the trace of a call against the replay.
     """
     a, b = _side(recorded, "recorded"), _side(replayed, "replayed")

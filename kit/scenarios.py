@@ -1,18 +1,18 @@
-"""The server-side fault vocabulary: what the fault server does, byte by byte.
+"""Scenarios: what the fault server sends for a request, as values.
 
 A :class:`Scenario` describes one response: its protocol and length, when the headers
-and the first byte go out, the gaps between units, pings, the body framing, and a list
-of faults, each a small frozen dataclass saying what happens *after N units*. Units are
+and the first byte go out, the gaps between units (:class:`Gap`), pings, the body
+framing, and a list of faults (:mod:`kit.faults`), each a small frozen dataclass saying
+what happens *after N units*; or, with ``replay``, a recorded response
+(:class:`kit._recorded.Replay`, built by :func:`kit.replay.replay_scenario`). Units are
 the protocol's whole pieces (an SSE event, an NDJSON line, a raw block), counted from 0
 over the complete healthy stream, so for an Anthropic stream of ``events=40`` deltas,
 ``after=0`` is before ``message_start`` and ``after=3`` is right before the first delta.
 
 Everything is a value: scenarios compare equal, round-trip through JSON
 (:meth:`Scenario.to_dict` / :meth:`Scenario.from_dict`) and draw their randomness from
-a seed, so an experiment can store them and replay any single attempt.
-
-Why over 600 lines: one value type with many small fault dataclasses, presets and their
-validation, kept together so a scenario and its faults are read in one place.
+a seed, so an experiment can store them and replay any single attempt. :meth:`Scenario.plan`
+makes one attempt's concrete schedule (:class:`Plan`), generated or replayed.
 """
 
 from __future__ import annotations
@@ -24,16 +24,45 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, Literal
 
+from ._bounds import (
+    MAX_ATTEMPTS,
+    MAX_BODY_BYTES,
+    MAX_EVENT_SIZE,
+    MAX_EVENTS,
+    MAX_LOGNORMAL_SIGMA,
+    MAX_SECONDS,
+    MIN_PARETO_ALPHA,
+    MIN_PING_EVERY,
+    check_count,
+    check_number,
+)
 from ._errors import ConfigError
+from ._recorded import Replay
+from .faults import (
+    FAULT_KINDS,
+    Buffer,
+    Close,
+    ErrorEvent,
+    Fault,
+    Hostile,
+    HttpStatus,
+    Malformed,
+    NoTerminator,
+    Reset,
+    Stall,
+    TruncatedChunk,
+    WrongFormat,
+    fault_from_dict,
+)
 from .protocols import Protocol, Unit
 
-if TYPE_CHECKING:
-    from .replay import Replay
-
+# the fault values are re-exported: a scenario's vocabulary, ``kit.scenarios.Close`` as before
 __all__ = [
     "FAULT_KINDS",
+    "MAX_EVENTS",
+    "MAX_SECONDS",
     "PRESETS",
     "Buffer",
     "Close",
@@ -53,46 +82,6 @@ __all__ = [
 
 Framing = Literal["chunked", "length", "close"]
 FRAMINGS = ("chunked", "length", "close")
-
-
-# Bounds on every scenario parameter: a server plans and serves whatever a scenario
-# asks, so an unbounded value would freeze or exhaust it (planning 10**7 events, pinging
-# every microsecond, a 10 GB event). Each bound is far above any real API's behaviour.
-MAX_SECONDS = 86_400.0  # delays, stalls, gaps, retry-after: at most a day
-MAX_EVENTS = 100_000  # events per stream (a long LLM answer has a few thousand)
-MAX_EVENT_SIZE = 16 * 1024 * 1024  # bytes of one event's text (the client's default event cap)
-MAX_BODY_BYTES = 64 * 1024 * 1024  # events x event_size
-MAX_HOSTILE_BYTES = 1 << 30  # a hostile body's size (huge_event streams it in pieces)
-MIN_PING_EVERY = 0.001  # seconds between pings
-MAX_LOGNORMAL_SIGMA = 10.0
-MIN_PARETO_ALPHA = 0.1
-MAX_ATTEMPTS = 100  # per-attempt scenarios
-
-
-def _number(
-    field_name: str, value: Any, *, minimum: float = 0.0, maximum: float = MAX_SECONDS, allow_none: bool = False
-) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(
-            field_name, value, "expected a number of seconds (or None)" if allow_none else "expected a number"
-        )
-    if value < minimum:
-        raise ConfigError(field_name, value, f"must be >= {minimum:g}")
-    if math.isinf(value):
-        raise ConfigError(field_name, value, "must be finite (use None for 'forever')")
-    if value > maximum:
-        raise ConfigError(field_name, value, f"must be in [{minimum:g}, {maximum:g}]")
-    return value
-
-
-def _count(field_name: str, value: Any, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(field_name, value, "expected a whole number >= 0")
-    if maximum is not None and value > maximum:
-        raise ConfigError(field_name, value, f"expected a whole number in [0, {maximum:,}]")
-    return value
 
 
 # ---------------------------------------------------------------------------- gaps
@@ -141,12 +130,12 @@ class Gap:
             if not values or len(values) > MAX_EVENTS:
                 raise ConfigError("gap.replay.values", len(values), f"expected [1, {MAX_EVENTS:,}] gaps")
             for v in values:
-                _number("gap.replay.values", v)
+                check_number("gap.replay.values", v)
             object.__setattr__(self, "params", (("values", values),))
             return
         for name in need:
             maximum = MAX_LOGNORMAL_SIGMA if (self.dist, name) == ("lognormal", "sigma") else MAX_SECONDS
-            _number(f"gap.{self.dist}.{name}", got[name], maximum=maximum)
+            check_number(f"gap.{self.dist}.{name}", got[name], maximum=maximum)
         if self.dist == "uniform" and got["low"] > got["high"]:
             raise ConfigError("gap.uniform", got, "low must be <= high")
         if self.dist == "pareto" and got["alpha"] < MIN_PARETO_ALPHA:
@@ -212,214 +201,7 @@ class Gap:
             d = dict(value)
             dist = d.pop("dist", "constant")
             return cls(dist, tuple(d.items()))
-        return cls.constant(_number("gap", value))
-
-
-# -------------------------------------------------------------------------- faults
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Base of the fault kinds. ``after`` counts the units written before it acts."""
-
-    kind: ClassVar[str] = ""
-    after: int = 0
-
-    def __post_init__(self) -> None:
-        _count(f"{self.kind}.after", self.after)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
-
-
-@dataclass(frozen=True)
-class Stall(Fault):
-    """Stop writing after ``after`` units for ``duration`` seconds (None: forever).
-
-    The connection stays open; pings, if the scenario has them, keep coming.
-    """
-
-    kind: ClassVar[str] = "stall"
-    duration: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _number("stall.duration", self.duration, allow_none=True)
-
-
-@dataclass(frozen=True)
-class Close(Fault):
-    """Close the connection (FIN) after ``after`` units.
-
-    ``clean=False`` closes mid-framing (no zero-length chunk, short of the
-    Content-Length): the client sees the body *cut* (cause ``closed``).
-    ``clean=True`` ends the body properly first (cause ``ended``).
-    """
-
-    kind: ClassVar[str] = "close"
-    clean: bool = False
-
-
-@dataclass(frozen=True)
-class Reset(Fault):
-    """Reset the connection (RST, ``SO_LINGER`` 0) after ``after`` units."""
-
-    kind: ClassVar[str] = "reset"
-
-
-@dataclass(frozen=True)
-class ErrorEvent(Fault):
-    """Send the protocol's error event after ``after`` units, then end the body."""
-
-    kind: ClassVar[str] = "error_event"
-    error_type: str = "overloaded_error"
-    message: str = "Overloaded"
-
-
-@dataclass(frozen=True)
-class Malformed(Fault):
-    """Send a broken unit after ``after`` units: ``json`` (bad JSON in ``data:``) or ``field``."""
-
-    kind: ClassVar[str] = "malformed"
-    what: Literal["json", "field"] = "json"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.what not in ("json", "field"):
-            raise ConfigError("malformed.what", self.what, "expected 'json' or 'field'")
-
-
-@dataclass(frozen=True)
-class TruncatedChunk(Fault):
-    """Declare a chunk, write only part of it, then FIN (chunked framing only)."""
-
-    kind: ClassVar[str] = "truncated_chunk"
-
-
-@dataclass(frozen=True)
-class NoTerminator(Fault):
-    """Leave out the terminator (``message_stop`` / ``[DONE]``) and end the body cleanly."""
-
-    kind: ClassVar[str] = "no_terminator"
-
-
-@dataclass(frozen=True)
-class HttpStatus(Fault):
-    """Answer with an error status instead of a stream (``after`` is ignored).
-
-    The body is the API's JSON error; ``retry_after`` (seconds) and ``retry_after_ms``
-    set those headers; ``headers`` adds more (e.g. ``x-should-retry``).
-    """
-
-    kind: ClassVar[str] = "http_status"
-    status: int = 500
-    error_type: str | None = None
-    message: str | None = None
-    retry_after: float | None = None
-    retry_after_ms: float | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599:
-            raise ConfigError("http_status.status", self.status, "expected an HTTP status code 100-599")
-        _number("http_status.retry_after", self.retry_after, allow_none=True)
-        _number("http_status.retry_after_ms", self.retry_after_ms, allow_none=True, maximum=MAX_SECONDS * 1000)
-        object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in dict(self.headers).items()))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d["headers"] = dict(self.headers)
-        return d
-
-
-@dataclass(frozen=True)
-class WrongFormat(Fault):
-    """Send a body in the wrong format: ``other_protocol`` (the other API's SSE stream, as a
-    misrouted gateway does: OpenAI chunks where Anthropic events were expected and back),
-    ``json`` (a whole JSON message as ``application/json``) or ``binary``."""
-
-    kind: ClassVar[str] = "wrong_format"
-    what: Literal["other_protocol", "json", "binary"] = "json"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.what not in ("other_protocol", "json", "binary"):
-            raise ConfigError.unknown("wrong_format.what", self.what, ("other_protocol", "json", "binary"))
-
-
-@dataclass(frozen=True)
-class Buffer(Fault):
-    """Hold writes until ``until_bytes`` are pending (None: until the end), as a buffering proxy does."""
-
-    kind: ClassVar[str] = "buffer"
-    until_bytes: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.until_bytes is not None:
-            _count("buffer.until_bytes", self.until_bytes)
-
-
-HOSTILE_KINDS = ("random_bytes", "random_chunks", "bad_chunk_size", "huge_event", "endless_headers", "invalid_utf8")
-
-
-@dataclass(frozen=True)
-class Hostile(Fault):
-    """Bytes no well-behaved server sends, to prove a client survives them.
-
-    ``what``: ``random_bytes`` (``size`` seeded random bytes as the body), ``random_chunks``
-    (the healthy stream cut into HTTP chunks of random sizes: still valid),
-    ``bad_chunk_size`` (a chunk-size line that is not hex), ``huge_event`` (one SSE
-    event of ``size`` bytes, streamed in pieces), ``endless_headers`` (header lines
-    forever, never a body), ``invalid_utf8`` (an event whose data is not UTF-8).
-    """
-
-    kind: ClassVar[str] = "hostile"
-    what: str = "random_bytes"
-    size: int = 64 * 1024
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.what not in HOSTILE_KINDS:
-            raise ConfigError.unknown("hostile.what", self.what, HOSTILE_KINDS)
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_HOSTILE_BYTES:
-            raise ConfigError(
-                "hostile.size", self.size, f"expected a whole number of bytes in [1, {MAX_HOSTILE_BYTES:,}]"
-            )
-
-
-FAULT_KINDS: dict[str, type[Fault]] = {
-    cls.kind: cls
-    for cls in (
-        Stall,
-        Close,
-        Reset,
-        ErrorEvent,
-        Malformed,
-        TruncatedChunk,
-        NoTerminator,
-        HttpStatus,
-        WrongFormat,
-        Buffer,
-        Hostile,
-    )
-}
-
-
-def fault_from_dict(d: Mapping[str, Any]) -> Fault:
-    d = dict(d)
-    kind = d.pop("kind", None)
-    if kind not in FAULT_KINDS:
-        raise ConfigError.unknown("fault.kind", kind, FAULT_KINDS)
-    cls = FAULT_KINDS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in d:
-        if key not in names:
-            raise ConfigError.unknown(f"{kind}.{key}", key, names)
-    if cls is HttpStatus and "headers" in d:
-        d["headers"] = tuple(dict(d["headers"]).items())
-    return cls(**d)
+        return cls.constant(check_number("gap", value))
 
 
 # ------------------------------------------------------------------------ scenario
@@ -438,7 +220,7 @@ class Scenario:
     one repeating: fail, fail, succeed); ``fault_probability`` (each attempt gets the
     faults with this probability, rolled from the seed); ``seed``; ``name``;
     ``replay`` (a recorded response to send instead of generated events: see
-    :meth:`from_trace`).
+    :func:`kit.replay_scenario`).
     """
 
     protocol: str = "anthropic"
@@ -457,25 +239,22 @@ class Scenario:
     replay: Replay | None = None
 
     def __post_init__(self) -> None:
-        if self.replay is not None:
-            from .replay import Replay
-
-            if not isinstance(self.replay, Replay):
-                raise ConfigError("replay", type(self.replay).__name__, "expected a kit.replay.Replay (from_trace)")
+        if self.replay is not None and not isinstance(self.replay, Replay):
+            raise ConfigError("replay", type(self.replay).__name__, "expected a kit.replay.Replay (replay_scenario)")
         Protocol.of(self.protocol)  # a name the public API takes; else a ConfigError naming the allowed
-        _count("events", self.events, MAX_EVENTS)
+        check_count("events", self.events, MAX_EVENTS)
         if self.event_size is not None:
-            _count("event_size", self.event_size, MAX_EVENT_SIZE)
+            check_count("event_size", self.event_size, MAX_EVENT_SIZE)
             if self.events * self.event_size > MAX_BODY_BYTES:
                 raise ConfigError(
                     "event_size",
                     self.event_size,
                     f"events x event_size must be <= {MAX_BODY_BYTES:,} bytes ({self.events} events here)",
                 )
-        _number("headers_delay", self.headers_delay)
-        _number("first_byte_delay", self.first_byte_delay)
+        check_number("headers_delay", self.headers_delay)
+        check_number("first_byte_delay", self.first_byte_delay)
         if self.ping_every is not None:
-            _number("ping_every", self.ping_every, minimum=MIN_PING_EVERY)
+            check_number("ping_every", self.ping_every, minimum=MIN_PING_EVERY)
         if self.framing not in FRAMINGS:
             raise ConfigError.unknown("framing", self.framing, FRAMINGS)
         object.__setattr__(self, "gap", Gap.from_value(self.gap))
@@ -522,30 +301,6 @@ class Scenario:
         return dataclasses.replace(base, **overrides) if overrides else base
 
     @classmethod
-    def from_trace(
-        cls,
-        source: Any,
-        *,
-        faults: Sequence[Fault] = (),
-        speed: float = 1.0,
-        at: str = "event",
-        call: int = -1,
-        name: str | None = None,
-    ) -> Scenario:
-        """A scenario that replays a recorded stream exactly: status, safe headers, body bytes, timing.
-
-        ``source``: a trace recorded by :class:`kit.Recorder`, a recording bundle folder
-        (``kit record -o``), a HAR file with chunk times and body text, or Chrome's
-        EventStream export. ``faults`` act on top, their ``after`` counting SSE events
-        (``at="event"``) or body bytes (``at="byte"``); ``speed=2.0`` plays twice as fast;
-        ``call`` picks one call of a recording with several (default: the last). A file
-        that is not a recording, or is cut short, raises :class:`~kit.BundleError`.
-        """
-        from .replay import scenario_from
-
-        return scenario_from(source, call=call, faults=faults, speed=speed, at=at, name=name)
-
-    @classmethod
     def presets(cls) -> list[str]:
         """Names of the presets."""
         return list(PRESETS)
@@ -589,8 +344,6 @@ class Scenario:
         if "gap" in d:
             d["gap"] = Gap.from_value(d["gap"])
         if d.get("replay") is not None:
-            from .replay import Replay
-
             d["replay"] = Replay.from_dict(d["replay"])
         return cls(**d)
 
@@ -639,7 +392,7 @@ class Scenario:
         """The concrete schedule for one attempt (see :class:`Plan`)."""
         sc = self.for_attempt(attempt, key)
         if sc.replay is not None:
-            return sc.replay.plan(sc, attempt, key)
+            return _replayed(sc, sc.replay, attempt, key)
         units = Protocol.of(sc.protocol).units(sc.events, sc.event_size)
         rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
         gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
@@ -655,7 +408,7 @@ class Plan:
     gaps: list[float]
     attempt: int = 1
     key: str = ""
-    fault_at: Mapping[int, list[Fault]] | None = None  # a replay's faults by unit index (see kit/replay.py)
+    fault_at: Mapping[int, list[Fault]] | None = None  # a replay's faults by unit index (see _replayed)
 
     def rng(self, purpose: str) -> random.Random:
         """A random source for ``purpose``, seeded by (seed, trial key, attempt)."""
@@ -670,11 +423,38 @@ class Plan:
             for f in self.scenario.faults
             if f.after == index
             and not isinstance(f, (HttpStatus, WrongFormat, NoTerminator, Buffer))
-            and not (isinstance(f, Hostile) and f.what in ("random_chunks", "endless_headers"))
+            and not _whole_stream(f)
         ]
 
     def fault(self, cls: type[Fault]) -> Fault | None:
         return next((f for f in self.scenario.faults if isinstance(f, cls)), None)
+
+
+def _replayed(sc: Scenario, replay: Replay, attempt: int, key: str) -> Plan:
+    """A replay's plan: the recorded chunks as units, cut where faults act, time scaled by ``speed``."""
+    whole = (HttpStatus, WrongFormat, NoTerminator, Buffer)
+    acting = [f for f in sc.faults if not isinstance(f, whole) and not _whole_stream(f)]
+    pieces = replay.pieces(replay.offset_of(f.after) for f in acting)
+    starts = [p[2] for p in pieces]
+    fault_at: dict[int, list[Fault]] = {}
+    for f in acting:
+        pos = replay.offset_of(f.after)
+        index = next((i for i, s in enumerate(starts) if s >= pos), len(pieces))
+        fault_at.setdefault(index, []).append(f)
+    end_fault = {"close": Close(after=0), "reset": Reset(after=0), "hang": Stall(after=0)}.get(replay.ending)
+    if end_fault is not None:
+        fault_at.setdefault(len(pieces), []).append(end_fault)
+    speed = replay.speed
+    units = tuple(Unit("chunk", data) for _, data, _ in pieces)
+    gaps = [(pieces[i + 1][0] - pieces[i][0]) / speed for i in range(len(pieces) - 1)]
+    first = pieces[0][0] / speed if pieces else 0.0
+    timed = dataclasses.replace(sc, headers_delay=sc.headers_delay / speed, first_byte_delay=first)
+    return Plan(scenario=timed, units=units, gaps=gaps, attempt=attempt, key=key, fault_at=fault_at)
+
+
+def _whole_stream(f: Fault) -> bool:
+    """A fault that acts on the whole stream, not at a point of it."""
+    return isinstance(f, Hostile) and f.what in ("random_chunks", "endless_headers")
 
 
 # ------------------------------------------------------------------------- presets

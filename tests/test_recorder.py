@@ -88,8 +88,8 @@ def test_bundle_and_har_load_and_replay(tls_server, tls_ca, tmp_path):
     result = kit.load(rec.saved)
     assert result.trials["cause"].tolist() == ["ok"] and result.meta["recording"]["calls"][0]["scenario"] == 0
     body = b"".join(rec.traces[0].attempt.chunk_data)
-    from_bundle = kit.Scenario.from_trace(rec.saved)
-    from_har = kit.Scenario.from_trace(rec.saved / "recording.har")
+    from_bundle = kit.replay_scenario(rec.saved)
+    from_har = kit.replay_scenario(rec.saved / "recording.har")
     assert from_bundle.replay.body == from_har.replay.body == body
     assert from_bundle.replay.times == pytest.approx(from_har.replay.times, abs=2e-3)  # HAR keeps ms to 3 places
     assert kit.from_har(rec.saved / "recording.har").trials["bytes"].tolist() == [len(body)]
@@ -122,7 +122,7 @@ def test_real_sdk_gets_the_same_result_through_the_recorder(tls_server, tls_ca):
 def test_replay_of_a_recording_matches_bytes_gaps_and_events(tls_server, tls_ca, server):
     rec, _ = _record(tls_server, tls_ca)
     original = rec.traces[0]
-    replayed = kit.stream(server.url_for(kit.Scenario.from_trace(original)))
+    replayed = kit.stream(server.url_for(kit.replay_scenario(original)))
     assert replayed.ok
     assert replayed.attempt.bytes_received == original.attempt.bytes_received
     assert list(replayed.attempt.event_type) == list(original.attempt.event_type)
@@ -285,4 +285,4 @@ def test_kit_record_command(tls_server, tls_ca, tmp_path):
     assert proc.returncode == 0, stderr
     assert "POST /v1/messages" in stdout and "saved" in stdout
     assert json.loads((out / "bundle.json").read_text())["run"]["recording"]["calls"][0]["scenario"] == 0
-    assert kit.Scenario.from_trace(out).replay.status == 200
+    assert kit.replay_scenario(out).replay.status == 200

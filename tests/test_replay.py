@@ -42,7 +42,7 @@ def test_replay_is_byte_exact_with_the_original_timing_and_headers(server):
     assert t.attempt.headers["x-ratelimit-remaining"] == "7" and t.attempt.framing == "chunked"
     assert [e for e in t.attempt.event_type][:2] == ["message_start", "content_block_start"] and t.ok
     # a recording of the replay, replayed again, gives the same bytes: the format round-trips
-    again = _recorded(server, kit.Scenario.from_trace(t))
+    again = _recorded(server, kit.replay_scenario(t))
     fit = kit.replay_fidelity(t, again)
     assert fit["bytes_identical"] and fit["bytes_compared"] == "content" and fit["events_identical"]
     assert fit["gap_error_p50_s"] < 0.005  # generous: CI machines are shared
@@ -50,29 +50,29 @@ def test_replay_is_byte_exact_with_the_original_timing_and_headers(server):
 
 def test_faults_by_event_index_land_at_that_event(server):
     sc = _replay(times=tuple(0.005 * i for i in range(len(UNITS))))
-    stall = kit.stream(server.url_for(kit.Scenario.from_trace(sc, faults=[kit.Stall(after=5, duration=0.2)])))
+    stall = kit.stream(server.url_for(kit.replay_scenario(sc, faults=[kit.Stall(after=5, duration=0.2)])))
     # the server's schedule (the client's arrival times move with the load on the machine)
     gaps = _scheduled(stall).diff().dropna()
     assert gaps.iloc[4] == pytest.approx(0.205, abs=1e-6) and (gaps.drop(index=gaps.index[4]) < 0.01).all()
     assert stall.ok and stall.attempt.events_received == len(UNITS)
-    closed = kit.stream(server.url_for(kit.Scenario.from_trace(sc, faults=[kit.Close(after=7)])))
+    closed = kit.stream(server.url_for(kit.replay_scenario(sc, faults=[kit.Close(after=7)])))
     assert closed.outcome.cause == "closed" and closed.attempt.events_received == 7
-    err = kit.stream(server.url_for(kit.Scenario.from_trace(sc, faults=[kit.ErrorEvent(after=3)])))
+    err = kit.stream(server.url_for(kit.replay_scenario(sc, faults=[kit.ErrorEvent(after=3)])))
     assert err.outcome.cause == "error_event" and list(err.attempt.event_type[:3]) == list(stall.attempt.event_type[:3])
 
 
 def test_faults_at_a_byte_offset_cut_inside_a_chunk(server):
-    sc = kit.Scenario.from_trace(_replay(), at="byte", faults=[kit.Close(after=300)])
+    sc = kit.replay_scenario(_replay(), at="byte", faults=[kit.Close(after=300)])
     t = kit.stream(server.url_for(sc))
     assert t.attempt.bytes_received == 300 and t.outcome.cause == "closed"
     with pytest.raises(kit.ConfigError, match="after must be"):
-        kit.Scenario.from_trace(_replay(), at="byte", faults=[kit.Close(after=10**6)])
+        kit.replay_scenario(_replay(), at="byte", faults=[kit.Close(after=10**6)])
 
 
 def test_speed_scales_the_recorded_timing(server):
     slow = _replay(times=tuple(0.02 * i for i in range(len(UNITS))))
     normal = kit.stream(server.url_for(slow))
-    fast = kit.stream(server.url_for(kit.Scenario.from_trace(slow, speed=2.0)))
+    fast = kit.stream(server.url_for(kit.replay_scenario(slow, speed=2.0)))
     span = lambda t: _scheduled(t).iloc[-1] - _scheduled(t).iloc[0]  # noqa: E731
     assert span(normal) == pytest.approx(0.26, abs=1e-6) and span(fast) == pytest.approx(0.13, abs=1e-6)
     assert normal.ok and fast.ok and fast.attempt.bytes_received == normal.attempt.bytes_received
@@ -98,7 +98,7 @@ def test_recorded_endings_and_statuses_replay(server):
 
 
 def test_replay_serializes_like_any_scenario(server):
-    sc = kit.Scenario.from_trace(_replay(), faults=[kit.Stall(after=2, duration=0.01)], speed=1.5)
+    sc = kit.replay_scenario(_replay(), faults=[kit.Stall(after=2, duration=0.01)], speed=1.5)
     back = kit.Scenario.from_dict(json.loads(sc.to_json()))
     assert back == sc and back.key == sc.key and back.replay.body == sc.replay.body
     assert "replay" not in kit.Scenario().to_dict()  # other scenarios' keys do not change
@@ -148,7 +148,7 @@ def test_chrome_eventstream_export_replays(server, tmp_path):
         }
     }
     (tmp_path / "chrome.har").write_text(json.dumps(har))
-    sc = kit.Scenario.from_trace(tmp_path / "chrome.har")
+    sc = kit.replay_scenario(tmp_path / "chrome.har")
     assert sc.replay.times == pytest.approx([0.05 + 0.02 * i for i in range(4)], abs=1e-6)
     t = kit.stream(server.url_for(sc))
     assert t.attempt.events_received == 4
@@ -169,12 +169,12 @@ def test_hostile_recording_files_are_bundle_errors(tmp_path, server, mutate, mat
     with kit.Recorder(server.url_for(_replay())) as rec:
         kit.stream(kit.ScenarioURL(rec.url, _replay()))
     path = rec.save(tmp_path / "rec")
-    assert kit.Scenario.from_trace(path).replay.status == 200
+    assert kit.replay_scenario(path).replay.status == 200
     doc = json.loads((path / "bundle.json").read_text())
     mutate(doc["experiment"]["scenarios"][0]["replay"])
     (path / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(kit.BundleError, match=match):
-        kit.Scenario.from_trace(path)
+        kit.replay_scenario(path)
 
 
 def test_truncated_and_wrong_files_are_bundle_errors(tmp_path, server):
@@ -184,23 +184,23 @@ def test_truncated_and_wrong_files_are_bundle_errors(tmp_path, server):
     har = (path / "recording.har").read_text()
     (tmp_path / "cut.har").write_text(har[: len(har) // 2])
     with pytest.raises(kit.BundleError, match="not JSON"):
-        kit.Scenario.from_trace(tmp_path / "cut.har")
+        kit.replay_scenario(tmp_path / "cut.har")
     doc = json.loads(har)
     doc["log"]["entries"][0]["response"]["content"]["text"] = doc["log"]["entries"][0]["response"]["content"]["text"][
         :50
     ]
     (tmp_path / "short.har").write_text(json.dumps(doc))
     with pytest.raises(kit.BundleError, match=r"more than the body|cut short"):
-        kit.Scenario.from_trace(tmp_path / "short.har")
+        kit.replay_scenario(tmp_path / "short.har")
     text = (path / "bundle.json").read_text()
     (path / "bundle.json").write_text(text[: len(text) // 3])
     with pytest.raises(kit.BundleError, match="corrupt JSON"):
-        kit.Scenario.from_trace(path)
+        kit.replay_scenario(path)
     result = kit.Experiment(scenarios=["ok"], trials=1).run(progress=False, server=server, out=tmp_path / "exp")
     with pytest.raises(kit.BundleError, match="not a recording"):
-        kit.Scenario.from_trace(tmp_path / "exp")
+        kit.replay_scenario(tmp_path / "exp")
     assert result.complete
     with pytest.raises(kit.BundleError, match="no such"):
-        kit.Scenario.from_trace(tmp_path / "missing.har")
+        kit.replay_scenario(tmp_path / "missing.har")
     with pytest.raises(kit.ConfigError, match="body bytes"):
-        kit.Scenario.from_trace(kit.stream(server.url_for("ok")))  # kit's client keeps sizes, not bytes
+        kit.replay_scenario(kit.stream(server.url_for("ok")))  # kit's client keeps sizes, not bytes

@@ -55,7 +55,7 @@ def test_a_saved_recording_alone_gives_the_same_comparison(server, tmp_path):
     sc = kit.Scenario(events=6, gap=0.01, name="src")
     with kit.Recorder(server.url_for(sc), out=tmp_path / "rec") as rec:
         kit.stream(kit.ScenarioURL(rec.url, sc))
-    replay = kit.Scenario.from_trace(tmp_path / "rec")  # what a colleague has: the folder
+    replay = kit.replay_scenario(tmp_path / "rec")  # what a colleague has: the folder
     replayed = kit.stream(server.url_for(replay))
     from_trace, from_folder = table(rec.traces[0], replayed), table(replay, replayed)
     pd.testing.assert_frame_equal(from_trace, from_folder, atol=1e-6)

@@ -7,7 +7,7 @@
 
 Prints one line per call (status, outcome, bytes, chunks, events) and, on Ctrl-C, saves
 the bundle (``kit.load``) and ``recording.har`` in the ``-o`` folder. Replay it with
-``kit.Scenario.from_trace("data/recordings/incident-42")``.
+``kit.replay_scenario("data/recordings/incident-42")``.
 """
 
 from __future__ import annotations
@@ -99,5 +99,5 @@ def main(args: argparse.Namespace) -> int:
     path = rec.save(args.out, overwrite=args.overwrite)
     note = f"; {rec.notes[0]}" if rec.notes else ""
     print(f"kit record: saved {len(rec.traces)} calls to {path} (bundle.json, recording.har){note}", flush=True)
-    print(f'replay: kit.Scenario.from_trace("{path}")', flush=True)
+    print(f'replay: kit.replay_scenario("{path}")', flush=True)
     return 0
