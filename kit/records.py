@@ -42,7 +42,10 @@ class ServerLogEntry:
     ``kind``: accept, request, headers, a unit kind (message_start, content_block_delta,
     ping, chunk...), stall_start, end, close, reset, truncate, client_closed, error.
     ``scheduled_ns`` is when the plan wanted it, ``t_ns`` when it happened; ``nbytes``
-    counts bytes on the wire (framing included).
+    counts bytes on the wire (status line, headers and chunk framing included),
+    ``body_bytes`` the payload among them (what a client reads once the framing is
+    removed; a request's body for ``request``). ``body_bytes`` is None in logs recorded
+    before the server logged it (older journals and bundles).
     """
 
     request_id: str
@@ -54,6 +57,7 @@ class ServerLogEntry:
     nbytes: int
     scheduled_ns: int
     t_ns: int
+    body_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in _SERVER_FIELDS}
@@ -62,7 +66,7 @@ class ServerLogEntry:
     def from_dict(cls, d: Mapping[str, Any] | Sequence[Any]) -> ServerLogEntry:
         """From :meth:`to_dict` (or the positional list older journals wrote)."""
         if isinstance(d, Mapping):
-            return cls(**{f: d[f] for f in _SERVER_FIELDS})
+            return cls(**{f: d[f] for f in _SERVER_FIELDS if f in d or f != "body_bytes"})
         return cls(*d)
 
 

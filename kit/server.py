@@ -470,7 +470,7 @@ class FaultServer:
             "api_request_id": api_id,
         }
         log = _Logger(self.log, self._by_request.setdefault(request_id, []), request_id, conn_id, token, attempt)
-        log("request", len(body), received_ns, received_ns)
+        log("request", len(body), received_ns, received_ns, len(body))
         watcher = asyncio.ensure_future(_watch_disconnect(reader))
         writer_task = asyncio.ensure_future(self._send(response, writer, log, received_ns, request_id))
         try:
@@ -546,12 +546,13 @@ class FaultServer:
                     continue
                 wire = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
                 t = now_ns()
-                log(action.kind, len(wire), due, t)
+                log(action.kind, len(wire), due, t, len(data))
                 transport.write(wire)
                 if transport.get_write_buffer_size() > 1 << 20:
                     await writer.drain()
             elif op == "raw":
-                log(action.kind, len(action.data), due, now_ns())
+                # outside the body's framing: payload only where there is no chunk framing to break
+                log(action.kind, len(action.data), due, now_ns(), 0 if chunked else len(action.data))
                 transport.write(action.data)
             elif op == "end":
                 tail = b"0\r\n\r\n" if chunked else b""
@@ -579,7 +580,7 @@ class FaultServer:
                 return "reset"
             elif op == "truncate":
                 wire = b"%x\r\n%b" % (len(action.data) * 2, action.data)
-                log("truncate", len(wire), due, now_ns())
+                log("truncate", len(wire), due, now_ns(), len(action.data))
                 transport.write(wire)
                 await writer.drain()
                 writer.close()
@@ -619,7 +620,7 @@ class FaultServer:
         while True:
             due += step
             await _sleep_until(due)
-            log("ping", len(wire), due, now_ns())
+            log("ping", len(wire), due, now_ns(), len(ping))
             writer.transport.write(wire)
 
 
@@ -654,9 +655,19 @@ class _Logger:
         self._rid, self._conn, self._scenario, self._attempt = rid, conn, scenario, attempt
         self._seq = 0
 
-    def __call__(self, kind: str, nbytes: int, scheduled_ns: int, t_ns: int) -> None:
+    def __call__(self, kind: str, nbytes: int, scheduled_ns: int, t_ns: int, body_bytes: int = 0) -> None:
+        """Log a write of ``nbytes`` on the wire, ``body_bytes`` of them payload (the rest framing or headers)."""
         entry = ServerLogEntry(
-            self._rid, self._conn, self._scenario, self._attempt, self._seq, kind, nbytes, scheduled_ns, t_ns
+            self._rid,
+            self._conn,
+            self._scenario,
+            self._attempt,
+            self._seq,
+            kind,
+            nbytes,
+            scheduled_ns,
+            t_ns,
+            body_bytes,
         )
         self._append(entry)
         self._append_request(entry)

@@ -183,6 +183,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "seq": "int64",
         "kind": "str",
         "nbytes": "int64",
+        "body_bytes": "Int64",
         "scheduled_ns": "int64",
         "t_ns": "int64",
         "t": "float64",
@@ -206,6 +207,7 @@ SERVER_LOG_SCHEMA = {
     "seq": "int64",
     "kind": "str",
     "nbytes": "int64",
+    "body_bytes": "Int64",
     "scheduled_ns": "int64",
     "t_ns": "int64",
 }
@@ -344,7 +346,7 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
 _FIDELITY = ("server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s")
 FIDELITY_COLUMNS = (*_FIDELITY, "within_budget")  # trials columns a bundle older than them lacks
 # columns added after bundles were saved without them: such a bundle loads with them all missing
-LATER_COLUMNS: dict[str, tuple[str, ...]] = {"attempts": ("request_headers",)}
+LATER_COLUMNS: dict[str, tuple[str, ...]] = {"attempts": ("request_headers",), "server": ("body_bytes",)}
 
 
 def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -427,6 +429,7 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
                 "seq": e.seq,
                 "kind": e.kind,
                 "nbytes": e.nbytes,
+                "body_bytes": e.body_bytes,
                 "scheduled_ns": e.scheduled_ns,
                 "t_ns": e.t_ns,
                 "t": (e.t_ns - start) / 1e9,

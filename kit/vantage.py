@@ -15,9 +15,12 @@ The three logs count bytes differently and cut them differently, so rows are joi
 - the client logs de-chunked body bytes per socket read.
 
 A write's end offset in the connection's downstream byte stream (wire bytes) finds the
-proxy row that carried its last byte; its end offset in the body (payload bytes, the
-wire size less chunk framing) finds the client chunk that carried its last byte. A
-write counts as received, forwarded or read when its *last* byte was.
+proxy row that carried its last byte; its end offset in the body (payload bytes, which
+the server logs beside the wire bytes of each write) finds the client chunk that carried
+its last byte. A write counts as received, forwarded or read when its *last* byte was.
+A log recorded before the server logged payload bytes (``body_bytes`` None: older
+journals) has no body offsets: its writes get no ``client_received_s`` but the headers'
+and the end's.
 
 Which proxy connection carried an attempt: the one whose last client->server forward
 came closest before the server finished reading the request (the server's ``request``
@@ -71,8 +74,6 @@ WINDOW_NS = 1_000_000_000  # how long before the server read a request its last 
 
 # server log entries that are not bytes written toward the client
 _NOT_WRITES = frozenset({"request", "accept"})
-# writes that carry no body bytes (headers; the last chunk; a deliberately broken size line)
-_NO_BODY = frozenset({"headers", "endless_headers", "end", "bad_chunk_size"})
 
 
 def _forwards(proxy: Any) -> pd.DataFrame | None:
@@ -87,27 +88,6 @@ def _forwards(proxy: Any) -> pd.DataFrame | None:
             raise ConfigError("proxy", f"DataFrame without {sorted(missing)}", "a NetworkProxy or its forwards_df()")
         return proxy
     raise ConfigError("proxy", type(proxy).__name__, "a NetworkProxy, its forwards_df(), or None")
-
-
-def _body_bytes(kind: str, nbytes: int, framing: str | None) -> int:
-    """Payload bytes of a server write of ``nbytes`` wire bytes (chunk framing removed)."""
-    if kind in _NO_BODY:
-        return 0
-    if framing != "chunked":
-        return nbytes
-    if kind == "truncate" or kind == "truncated_chunk":
-        # ``%x\r\n`` + data, the size line claiming twice the data: solve for the data
-        for digits in range(1, 17):
-            p = nbytes - 2 - digits
-            if p > 0 and len(f"{2 * p:x}") == digits:
-                return p
-        return 0
-    # ``%x\r\n`` + data + ``\r\n``: exactly one digit count fits
-    for digits in range(1, 17):
-        p = nbytes - 4 - digits
-        if p > 0 and len(f"{p:x}") == digits:
-            return p
-    return 0
 
 
 class _Pipe:
@@ -216,11 +196,12 @@ def _attempt_rows(trace: Trace, a: Attempt, join: _Join | None) -> list[dict[str
     chunk_cum = np.asarray(a.chunk_size, dtype="int64").cumsum()
     clean_end = a.outcome is not None and a.outcome.cause in ("ok", "ended")
     rows = []
-    wire = body = 0
+    wire = 0
+    body: int | None = 0  # None once a write's payload size is unknown (a log from before it was recorded)
     for e in writes:
         w0, wire = wire, wire + e.nbytes
-        nbody = _body_bytes(e.kind, e.nbytes, a.framing)
-        body += nbody
+        nbody = e.body_bytes
+        body = None if body is None or nbody is None else body + nbody
         row: dict[str, Any] = {
             "attempt": a.index,
             "request_id": a.request_id,
@@ -247,7 +228,7 @@ def _attempt_rows(trace: Trace, a: Attempt, join: _Join | None) -> list[dict[str
                 row["dropped"] = bool(pipe.dropped[first : last + 1].any())
                 if not pipe.dropped[last]:
                     row["proxy_forwarded_s"] = s(int(pipe.t_sent[last]))
-        if nbody:
+        if nbody and body is not None:
             idx = int(np.searchsorted(chunk_cum, body, side="left"))
             if idx < len(chunk_t):
                 row["client_received_s"] = s(int(chunk_t[idx]))
@@ -271,7 +252,7 @@ def table(trace: Trace, proxy: Any = None) -> pd.DataFrame:
 
     Columns: ``attempt``, ``request_id``, ``seq`` (the server log's), ``kind`` (headers,
     message_start, content_block_delta, ..., end), ``nbytes`` (wire bytes),
-    ``body_bytes`` (payload, chunk framing removed), ``wire_end`` / ``body_end``
+    ``body_bytes`` (payload: the server logs it per write), ``wire_end`` / ``body_end``
     (cumulative offsets within the response), ``conn`` (proxy connection id),
     ``pieces`` (proxy rows that carried the write), ``dropped`` (the proxy dropped some
     of it), then times in seconds since the call's start: ``server_sent_s``,
@@ -310,7 +291,8 @@ def _build(trace: Trace, forwards: pd.DataFrame | None) -> pd.DataFrame:
     for a in trace.attempts:
         rows.extend(_attempt_rows(trace, a, join))
     df = pd.DataFrame(rows, columns=COLUMNS[:-3])
-    df["conn"] = df["conn"].astype("Int64")
+    for col in ("conn", "body_bytes", "body_end"):
+        df[col] = df[col].astype("Int64")
     for col in ("server_sent_s", "proxy_received_s", "proxy_forwarded_s", "client_received_s"):
         df[col] = df[col].astype("float64")
     df["network_delay_s"] = df["proxy_forwarded_s"] - df["server_sent_s"]

@@ -268,3 +268,12 @@ def test_a_bundle_from_before_request_headers_loads_without_them(result, saved):
     assert loaded.attempts["request_headers"].isna().all()
     entry = loaded.to_har()["log"]["entries"][0]  # the HAR says only what the kit knows it sent
     assert {h["name"] for h in entry["request"]["headers"]} == {"x-kit-request-id", "x-kit-attempt"}
+
+
+def test_a_bundle_from_before_payload_bytes_loads_without_them(result, saved):
+    assert result.server["body_bytes"].notna().all()
+    _age(saved, drop_columns=[("server", "body_bytes")])
+    loaded = kit.load(saved)
+    assert list(loaded.server.columns) == list(result.server.columns)
+    assert loaded.server["body_bytes"].isna().all() and str(loaded.server["body_bytes"].dtype) == "Int64"
+    pd.testing.assert_series_equal(loaded.server["nbytes"], result.server["nbytes"])

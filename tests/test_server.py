@@ -168,6 +168,8 @@ def test_isolated_server_has_the_same_api():
             time.sleep(0.05)
         assert ok.server["kind"].iloc[-1] == "end"
         assert len(srv.requests) == 2
+        # the child ships every field of its log, payload bytes too
+        assert int(ok.server.query("kind != 'request'")["body_bytes"].sum()) == ok.attempt.bytes_received
     with pytest.raises(kit.ServerError):
         _ = srv.address
 

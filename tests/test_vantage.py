@@ -8,6 +8,7 @@ the client, on another thread, can stamp the same bytes first by up to a GIL swi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import numpy as np
@@ -18,7 +19,7 @@ import kit
 from kit import vantage
 from kit.charts import vantage_points
 from kit.network import Slicer, Stall
-from kit.vantage import COLUMNS, _body_bytes
+from kit.vantage import COLUMNS
 
 STEP = 0.030  # how far the client may stamp before the proxy (GIL switches on a busy machine)
 
@@ -36,7 +37,7 @@ def _check_consistent(df: pd.DataFrame, trace: kit.Trace) -> None:
     assert not df["dropped"].any()
     for a in trace.attempts:
         mine = df[df["attempt"] == a.index]
-        assert int(mine["body_bytes"].sum()) == a.bytes_received  # payload sizes from wire sizes
+        assert int(mine["body_bytes"].sum()) == a.bytes_received  # payload sizes as the server logged them
         assert int(mine["nbytes"].sum()) == int(
             trace.server.query("attempt == @a.index and kind != 'request'")["nbytes"].sum()
         )
@@ -170,15 +171,35 @@ def test_vantage_chart_draws_only_this_calls_bytes(server):
     assert sum(r["bytes"] for r in rows) == wire  # the other call's bytes are not drawn
 
 
-@pytest.mark.parametrize("payload", [1, 15, 16, 255, 256, 4095, 4096, 65535, 65536, 1 << 20])
-def test_body_bytes_undo_chunk_framing(payload):
-    wire = len(b"%x\r\n" % payload) + payload + 2
-    assert _body_bytes("content_block_delta", wire, "chunked") == payload
-    assert _body_bytes("content_block_delta", payload, "length") == payload
-    truncated = len(b"%x\r\n" % (2 * payload)) + payload
-    assert _body_bytes("truncate", truncated, "chunked") == payload
-    assert _body_bytes("headers", 200, "chunked") == 0
-    assert _body_bytes("end", 5, "chunked") == 0
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+def test_the_server_logs_the_payload_of_every_write(server, framing):
+    trace = kit.stream(server.url_for(kit.Scenario(events=5, gap=0.0, framing=framing, name=f"payload-{framing}")))
+    writes = trace.server.query("kind != 'request'")
+    assert trace.ok and int(writes["body_bytes"].sum()) == trace.attempt.bytes_received
+    framed = writes[writes["kind"] != "headers"]
+    extra = (framed["nbytes"] - framed["body_bytes"]).tolist()
+    if framing == "chunked":  # size line and CRLF per chunk, then the last chunk "0\r\n\r\n"
+        assert extra[:-1] == [len(b"%x\r\n\r\n" % n) for n in framed["body_bytes"][:-1]] and extra[-1] == 5
+    else:
+        assert not any(extra)
+
+
+def test_a_truncated_chunk_logs_the_bytes_it_sent_as_payload(server):
+    trace = kit.stream(server.url_for("truncated_chunk"), policy=kit.Policy(idle=5))
+    cut = trace.server.query("kind == 'truncate'").iloc[0]
+    assert cut["nbytes"] == len(b"%x\r\n" % (2 * cut["body_bytes"])) + cut["body_bytes"]
+    writes = trace.server.query("kind != 'request'")
+    assert int(writes["body_bytes"].sum()) == trace.attempt.bytes_received
+
+
+def test_a_log_without_payload_sizes_joins_headers_only(server):
+    trace = kit.stream(server.url_for(SCENARIO))
+    a = trace.attempt
+    a.server_log = [dataclasses.replace(e, body_bytes=None) for e in a.server_log]  # a log from older kits
+    df = vantage.table(trace)
+    body = df[~df["kind"].isin(["headers", "end"])]
+    assert len(body) and body["body_bytes"].isna().all() and body["client_received_s"].isna().all()
+    assert df.loc[df["kind"] == "headers", "client_received_s"].notna().all()
 
 
 def test_bad_proxy_argument_is_a_config_error(server):
