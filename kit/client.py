@@ -290,6 +290,8 @@ async def _run_attempt(
     async def on_trace(name: str, info: Mapping[str, Any]) -> None:
         t = now_ns()
         conn_events.append((name, t))
+        if name == "connection.connect_tcp.complete":
+            attempt.connected_from(info.get("return_value"))
         if (
             name in ("connection.connect_tcp.complete", "http11.send_request_headers.started")
             and clock.phase == "connect"
@@ -326,6 +328,7 @@ async def _run_attempt(
                 attempt.status = response.status_code
                 attempt.headers = redact_headers(response.headers.multi_items())
                 attempt.framing = framing(response.headers)
+                attempt.connected_from(response.extensions.get("network_stream"))  # a kept-alive connection
                 clock.enter("first_chunk", t)
                 await _read_body(response, clock, reader)
             finally:

@@ -98,11 +98,13 @@ class _Observed:
             reader.feed(chunk, t)
         self.data, self.held = [], 0
 
-    def on_event(self, name: str) -> None:
+    def on_event(self, name: str, info: Any = None) -> None:
         if name.startswith(_SKIP):
             return
         t = now_ns()
         self.attempt.connection.append((name, t))
+        if name == "connection.connect_tcp.complete" and hasattr(info, "get"):
+            self.attempt.connected_from(info.get("return_value"))
         if name in _CONNECT_DONE and self.phase == "connect":
             self.phase = "send"
         elif name == _HEADERS_WAIT:
@@ -225,6 +227,7 @@ class Instrumented:
         a.status = response.status_code
         a.headers = redact_headers(response.headers.multi_items())
         a.framing = framing(response.headers)
+        a.connected_from(response.extensions.get("network_stream"))  # a kept-alive connection
 
     # -- (un)patching -------------------------------------------------------------------
 
@@ -326,7 +329,7 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
             prev = request.extensions.get("trace")
 
             def on_trace(name: str, info: dict[str, Any]) -> None:
-                obs.on_event(name)
+                obs.on_event(name, info)
                 if prev is not None:
                     prev(name, info)
 
@@ -360,7 +363,7 @@ def _classes(modname: str) -> tuple[type, type, type, type]:
             prev = request.extensions.get("trace")
 
             async def on_trace(name: str, info: dict[str, Any]) -> None:
-                obs.on_event(name)
+                obs.on_event(name, info)
                 if prev is not None:
                     ret = prev(name, info)
                     if inspect.isawaitable(ret):

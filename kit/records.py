@@ -99,7 +99,9 @@ class AttemptRecord:
     one entry per body read, ``event_t``/``event_type``/``event_size`` one per parsed
     event; ``server`` the server's log of this request (empty for other servers);
     ``deadlines`` every deadline the client armed (empty for clients the kit does not drive);
-    ``headers`` the response's headers, ``request_headers`` the request's as sent (both redacted).
+    ``headers`` the response's headers, ``request_headers`` the request's as sent (both redacted);
+    ``local_addr`` the client socket's own ``"ip:port"`` (what a proxy logs as the connection's
+    client), None where the client did not say (older records, HAR, CSV).
     """
 
     index: int
@@ -127,6 +129,7 @@ class AttemptRecord:
     server: tuple[ServerLogEntry, ...] = ()
     deadlines: tuple[Deadline, ...] = ()
     request_headers: Mapping[str, str] = field(default_factory=dict)
+    local_addr: str | None = None
 
     @property
     def fired(self) -> Deadline | None:

@@ -161,6 +161,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "response_headers": "str",
         "error": "str",
         "request_headers": "str",
+        "local_addr": "str",
     },
     "chunks": {
         **_TIMED,
@@ -346,7 +347,10 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
 _FIDELITY = ("server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s")
 FIDELITY_COLUMNS = (*_FIDELITY, "within_budget")  # trials columns a bundle older than them lacks
 # columns added after bundles were saved without them: such a bundle loads with them all missing
-LATER_COLUMNS: dict[str, tuple[str, ...]] = {"attempts": ("request_headers",), "server": ("body_bytes",)}
+LATER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "attempts": ("request_headers", "local_addr"),
+    "server": ("body_bytes",),
+}
 
 
 def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -409,6 +413,7 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
             "response_headers": json.dumps(dict(a.headers)) if a.headers else None,
             "error": a.error,
             "request_headers": json.dumps(dict(a.request_headers)) if a.request_headers else None,
+            "local_addr": a.local_addr,
         },
     )
     gaps = [np.nan] + [(ct[i] - ct[i - 1]) / 1e9 for i in range(1, len(ct))]

@@ -87,6 +87,7 @@ _SAME_FIELDS = (
     "framing",
     "saw_terminator",
     "end_ns",
+    "local_addr",
 )
 _SERIES = ("chunk_t", "chunk_size", "event_t", "event_size")
 
@@ -124,6 +125,7 @@ class Attempt:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     request_headers: dict[str, str] = field(default_factory=dict)  # as sent, redacted
+    local_addr: str | None = None  # the client socket's "ip:port": a proxy's log of the connection names it
     framing: str | None = None
     chunk_t: array = field(default_factory=lambda: array("q"))
     chunk_size: array = field(default_factory=lambda: array("q"))
@@ -199,6 +201,16 @@ class Attempt:
         entries = _registry.find_server_log(self.request_id)  # same-process servers only
         if len(entries) > len(self.server_log):
             self.server_log = entries
+
+    def connected_from(self, stream: Any) -> None:
+        """Record the local ``"ip:port"`` of ``stream`` (httpcore's network stream), once."""
+        if self.local_addr is None and stream is not None:
+            try:
+                addr = stream.get_extra_info("client_addr")
+            except Exception:  # another transport: the address stays unknown
+                return
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                self.local_addr = f"{addr[0]}:{addr[1]}"
 
     def scrub(self, secrets: tuple[str, ...]) -> None:
         """Take the request's own secret values out of whatever the upstream echoed (message, error, headers)."""

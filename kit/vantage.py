@@ -22,13 +22,17 @@ A log recorded before the server logged payload bytes (``body_bytes`` None: olde
 journals) has no body offsets: its writes get no ``client_received_s`` but the headers'
 and the end's.
 
-Which proxy connection carried an attempt: the one whose last client->server forward
-came closest before the server finished reading the request (the server's ``request``
-entry). The response starts at the proxy's downstream offset of the first bytes read
-after the server wrote the headers, so several requests on one keep-alive connection
-join correctly. With many concurrent connections through one proxy, two requests
-finishing within the same few microseconds could be confused: the join is exact for
-one call at a time, and a best effort beyond that.
+Which proxy connection carried an attempt: the one whose client address (the proxy
+logs it per connection) is the attempt's ``local_addr`` (the client recorded its socket's
+own address), the latest opened before the server read the request. That join is exact,
+however many calls share the proxy. Attempts without a local address (recorded before
+the kit kept it, SDK transports that do not expose it) or a proxy given as a bare
+``forwards_df()`` (no client addresses) fall back to timing: the connection whose last
+client->server forward came closest before the server finished reading the request
+(the server's ``request`` entry), exact for one call at a time and a best effort when
+requests finish within the same few microseconds. Either way, the response starts at
+the proxy's downstream offset of the first bytes read after the server wrote the
+headers, so several requests on one keep-alive connection join correctly.
 """
 
 from __future__ import annotations
@@ -76,6 +80,14 @@ WINDOW_NS = 1_000_000_000  # how long before the server read a request its last 
 _NOT_WRITES = frozenset({"request", "accept"})
 
 
+def _clients(proxy: Any) -> pd.DataFrame | None:
+    """Each proxy connection's client address and opening time (a NetworkProxy's ``connections_df()``)."""
+    if not hasattr(proxy, "connections_df"):
+        return None
+    df = proxy.connections_df()
+    return df[["conn", "client", "t_open_ns"]] if len(df) else None
+
+
 def _forwards(proxy: Any) -> pd.DataFrame | None:
     """The proxy's forward log from a NetworkProxy, its ``forwards_df()`` or ``log``."""
     if proxy is None:
@@ -111,7 +123,12 @@ class _Pipe:
 class _Join:
     """A proxy's forward log, ready to find which connection and bytes carried a response."""
 
-    def __init__(self, forwards: pd.DataFrame) -> None:
+    def __init__(self, forwards: pd.DataFrame, clients: pd.DataFrame | None = None) -> None:
+        self.by_client: dict[str, list[tuple[int, int]]] = {}  # "ip:port" -> [(t_open_ns, conn)]
+        if clients is not None:
+            for conn, client, t_open in clients.itertuples(index=False):
+                if client and pd.notna(t_open):
+                    self.by_client.setdefault(str(client), []).append((int(t_open), int(conn)))
         direction = forwards["direction"].astype(str)
         up = forwards[direction == "upstream"]
         self.up_conn = up["conn"].to_numpy(dtype="int64")
@@ -128,16 +145,25 @@ class _Join:
             pipe = self.pipes[conn] = _Pipe(self.down[self.down_conn == conn])
         return pipe
 
-    def locate(self, request_ns: int, writes: list[Any]) -> tuple[int, _Pipe, int] | None:
+    def locate(
+        self, request_ns: int, writes: list[Any], local_addr: str | None = None
+    ) -> tuple[int, _Pipe, int] | None:
         """(connection, its downstream pipe, the response's first byte offset) or None.
 
-        Candidates: connections that forwarded client bytes within ``WINDOW_NS`` of the
+        By ``local_addr`` (the client's socket address) when the proxy logged it: the
+        latest connection from that address opened before ``request_ns`` (a port can be
+        reused by a later connection). Else by timing. Candidates: connections that forwarded client bytes within ``WINDOW_NS`` of the
         server reading the request (the proxy stamps a forward just *after* its write
         returns, so up to ``SLACK_NS`` later counts too, as long as it read them first).
         Among them, the one whose downstream reads follow the server's writes closest:
         for each write, the proxy's read of its last byte can only come after the
         server wrote it, and on the right connection it comes at once.
         """
+        opened = [(t, conn) for t, conn in self.by_client.get(local_addr or "", ()) if t <= request_ns]
+        if opened:
+            conn = max(opened)[1]
+            pipe = self.pipe(conn)
+            return conn, pipe, pipe.offset_before(writes[0].t_ns)
         near = (
             (self.up_sent >= 0)
             & (self.up_recv <= request_ns)
@@ -188,7 +214,7 @@ def _attempt_rows(trace: Trace, a: Attempt, join: _Join | None) -> list[dict[str
     pipe: _Pipe | None = None
     conn: int | None = None
     base = 0
-    found = join.locate(request.t_ns, writes) if join is not None and request is not None else None
+    found = join.locate(request.t_ns, writes, a.local_addr) if join is not None and request is not None else None
     if found is not None:
         conn, pipe, base = found
 
@@ -248,7 +274,9 @@ def table(trace: Trace, proxy: Any = None) -> pd.DataFrame:
     The proxy logs each forward just after writing it, on its own thread, so a log
     copied the instant a call returns can lack the last rows: pass the proxy itself
     (the join then waits up to ``SETTLE_S`` for its log to show every byte the client
-    read) or a ``forwards_df()`` taken after the proxy stopped.
+    read) or a ``forwards_df()`` taken after the proxy stopped. The proxy itself also
+    gives each connection's client address, which joins attempts to connections exactly
+    (a bare ``forwards_df()`` joins by timing).
 
     Columns: ``attempt``, ``request_id``, ``seq`` (the server log's), ``kind`` (headers,
     message_start, content_block_delta, ..., end), ``nbytes`` (wire bytes),
@@ -266,8 +294,8 @@ def table(trace: Trace, proxy: Any = None) -> pd.DataFrame:
     of the final zero-length chunk (``end``), when the client saw the body end, if it
     ended cleanly; missing for bytes the client never read.
     """
-    forwards = _forwards(proxy)
-    df = _build(trace, forwards)
+    forwards, clients = _forwards(proxy), _clients(proxy)
+    df = _build(trace, forwards, clients)
     if hasattr(proxy, "forwards_df"):
         # The proxy logs a forward just after its write, on its own thread: on a busy machine
         # the client can finish (and this join run) before the last rows are appended. Wait
@@ -276,7 +304,7 @@ def table(trace: Trace, proxy: Any = None) -> pd.DataFrame:
         while _lagging(df) and time.monotonic() < deadline:
             time.sleep(0.005)
             forwards = proxy.forwards_df()
-            df = _build(trace, forwards)
+            df = _build(trace, forwards, _clients(proxy))
     return df
 
 
@@ -285,8 +313,8 @@ def _lagging(df: pd.DataFrame) -> bool:
     return bool((df["client_received_s"].notna() & df["proxy_forwarded_s"].isna() & ~df["dropped"]).any())
 
 
-def _build(trace: Trace, forwards: pd.DataFrame | None) -> pd.DataFrame:
-    join = _Join(forwards) if forwards is not None and len(forwards) else None
+def _build(trace: Trace, forwards: pd.DataFrame | None, clients: pd.DataFrame | None = None) -> pd.DataFrame:
+    join = _Join(forwards, clients) if forwards is not None and len(forwards) else None
     rows: list[dict[str, Any]] = []
     for a in trace.attempts:
         rows.extend(_attempt_rows(trace, a, join))
@@ -309,26 +337,29 @@ def _settled(trace: Trace, proxy: Any) -> pd.DataFrame | None:
         deadline = time.monotonic() + SETTLE_S
         while True:
             forwards = proxy.forwards_df()
-            if time.monotonic() >= deadline or not _lagging(_build(trace, forwards)):
+            if time.monotonic() >= deadline or not _lagging(_build(trace, forwards, _clients(proxy))):
                 return forwards
             time.sleep(0.005)
     return _forwards(proxy)
 
 
-def _located(trace: Trace, proxy: Any) -> list[tuple[Attempt, tuple[int, _Pipe, int] | None, list[Any]]]:
-    forwards = _settled(trace, proxy)
-    join = _Join(forwards) if forwards is not None and len(forwards) else None
+def _located(
+    trace: Trace, forwards: pd.DataFrame | None, clients: pd.DataFrame | None
+) -> list[tuple[Attempt, tuple[int, _Pipe, int] | None, list[Any]]]:
+    join = _Join(forwards, clients) if forwards is not None and len(forwards) else None
     out = []
     for a in trace.attempts:
         request, writes = _writes(a)
-        found = join.locate(request.t_ns, writes) if join is not None and request is not None and writes else None
+        ok = join is not None and request is not None and writes
+        found = join.locate(request.t_ns, writes, a.local_addr) if ok else None
         out.append((a, found, writes))
     return out
 
 
 def connections(trace: Trace, proxy: Any) -> dict[int, int | None]:
     """Attempt index -> the proxy connection id that carried it (None if not found)."""
-    return {a.index: None if found is None else found[0] for a, found, _ in _located(trace, proxy)}
+    located = _located(trace, _settled(trace, proxy), _clients(proxy))
+    return {a.index: None if found is None else found[0] for a, found, _ in located}
 
 
 def forwards_for(trace: Trace, proxy: Any) -> pd.DataFrame:
@@ -340,7 +371,7 @@ def forwards_for(trace: Trace, proxy: Any) -> pd.DataFrame:
     forwards = _settled(trace, proxy)
     columns = [*(forwards.columns if forwards is not None else ()), "attempt"]
     frames = []
-    for a, found, writes in _located(trace, forwards):
+    for a, found, writes in _located(trace, forwards, _clients(proxy)):
         if found is None:
             continue
         _, pipe, base = found

@@ -270,10 +270,12 @@ def test_a_bundle_from_before_request_headers_loads_without_them(result, saved):
     assert {h["name"] for h in entry["request"]["headers"]} == {"x-kit-request-id", "x-kit-attempt"}
 
 
-def test_a_bundle_from_before_payload_bytes_loads_without_them(result, saved):
-    assert result.server["body_bytes"].notna().all()
-    _age(saved, drop_columns=[("server", "body_bytes")])
+def test_a_bundle_from_before_payload_bytes_and_local_addresses_loads_without_them(result, saved):
+    assert result.server["body_bytes"].notna().all() and result.attempts["local_addr"].notna().all()
+    _age(saved, drop_columns=[("server", "body_bytes"), ("attempts", "local_addr")])
     loaded = kit.load(saved)
     assert list(loaded.server.columns) == list(result.server.columns)
+    assert list(loaded.attempts.columns) == list(result.attempts.columns)
+    assert loaded.attempts["local_addr"].isna().all()
     assert loaded.server["body_bytes"].isna().all() and str(loaded.server["body_bytes"].dtype) == "Int64"
     pd.testing.assert_series_equal(loaded.server["nbytes"], result.server["nbytes"])

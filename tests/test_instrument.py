@@ -43,6 +43,8 @@ def test_sync_client_same_bytes_and_a_trace(server, mod):
     assert tr.events["type"].tolist()[0] == "message_start" and tr.events["type"].tolist()[-1] == "message_stop"
     assert a.connected_ns is not None and a.start_ns <= a.connected_ns <= a.headers_ns <= a.first_chunk_ns
     assert len(tr.server) > 3  # joined with the server log
+    assert a.local_addr is not None and a.local_addr.startswith("127.0.0.1:")  # the socket's own address
+    assert tr.attempts_df["local_addr"].tolist() == [a.local_addr]
 
 
 @pytest.mark.parametrize("mod", [httpx, httpx2], ids=["httpx", "httpx2"])
@@ -58,6 +60,7 @@ def test_async_client(server, mod):
 
     rec, data = asyncio.run(go())
     assert rec.trace.ok and rec.trace.attempt.bytes_received == len(data)
+    assert rec.trace.attempt.local_addr.startswith("127.0.0.1:")
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,36 @@ def test_keep_alive_and_concurrent_calls_join_to_their_own_connection(server):
     assert vantage.connections(second, forwards) == {1: conns[1]}
 
 
+def test_many_concurrent_calls_join_by_the_client_s_address(server):
+    """Each attempt recorded its socket's address; the proxy logged it per connection: the join is exact."""
+
+    async def main(url: str) -> list[kit.Trace]:
+        async with httpx.AsyncClient(timeout=None, trust_env=False) as shared:
+            first = await kit.astream(url, client=shared)
+            rest = await asyncio.gather(kit.astream(url, client=shared), *(kit.astream(url) for _ in range(5)))
+        return [first, *rest]
+
+    with kit.NetworkProxy(upstream=server, latency=0.02) as net:
+        traces = asyncio.run(main(net.url_for(SCENARIO)))
+        clients = dict(zip(net.connections_df()["conn"], net.connections_df()["client"], strict=True))
+        joined = [vantage.connections(t, net)[1] for t in traces]
+    assert all(t.ok for t in traces)
+    addrs = [t.attempt.local_addr for t in traces]
+    assert addrs[0] == addrs[1]  # the kept-alive connection: its address read from the response's stream
+    assert len(set(addrs[1:])) == 6
+    assert [clients[c] for c in joined] == addrs
+    assert len(set(joined[1:])) == 6
+
+
+def test_the_join_follows_the_recorded_address_not_timing(server):
+    with kit.NetworkProxy(upstream=server) as net:
+        a, b = kit.stream(net.url_for(SCENARIO)), kit.stream(net.url_for(SCENARIO))
+        by_timing = [vantage.connections(t, net.forwards_df())[1] for t in (a, b)]
+        assert [vantage.connections(t, net)[1] for t in (a, b)] == by_timing
+        b.attempt.local_addr = a.attempt.local_addr  # as if b had gone out on a's (earlier) connection
+        assert vantage.connections(b, net)[1] == by_timing[0] != by_timing[1]
+
+
 def test_retries_get_a_row_set_per_attempt(server):
     sc = kit.Scenario(
         name="vantage-retry",
