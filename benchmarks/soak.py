@@ -145,8 +145,7 @@ def _proxy_fds(proxies: dict[str, NetworkProxy]) -> int | None:
 
 
 def _child_pid(server: kit.FaultServer) -> int | None:
-    child = getattr(server, "_child", None)
-    return child.pid if child is not None else None
+    return server.pid
 
 
 def _release_logs(server: kit.FaultServer, proxies: dict[str, NetworkProxy]) -> None:

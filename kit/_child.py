@@ -88,6 +88,10 @@ class Child:
             self._acks[-1] = None  # the child is gone: wake every waiter
             self._ack_ready.notify_all()
 
+    def alive(self) -> bool:
+        """Whether the child process still runs."""
+        return self._proc.poll() is None
+
     def call(self, op: str, payload: Any = None, timeout: float = 30) -> Any:
         """Send command ``op`` and wait for the child's answer."""
         with self._send_lock:

@@ -49,8 +49,8 @@ from ._loop import LoopThread
 from ._recorded import MAX_REPLAY_BYTES
 from ._redact import redact_headers, redact_text, redact_url, scrub, secret_values
 from ._rerun import replace_previous
+from ._server_local import _reset, _watch_disconnect
 from .client import _ssl_context
-from .server import _reset, _watch_disconnect
 from .trace import Attempt, Outcome, Trace
 
 __all__ = ["DEFAULT_MAX_BYTES", "RecordedAttempt", "Recorder"]

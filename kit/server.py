@@ -1,59 +1,42 @@
 """The fault server: HTTP/1.1 on loopback that misbehaves byte-exactly on demand.
 
-Requests are parsed with h11; responses are written by hand, byte by byte, because
-the point is to break HTTP framing on purpose (cut a chunk in half, close before the
-zero-length chunk, reset). Every write is logged with the time it was due and the time
-it went out, on the kit's shared clock, keyed by the client's ``x-kit-request-id``:
-that log is the *server* vantage point of a trace.
+Responses are written by hand, byte by byte, because the point is to break HTTP framing
+on purpose (cut a chunk in half, close before the zero-length chunk, reset). Every write
+is logged with the time it was due and the time it went out, on the kit's shared clock,
+keyed by the client's ``x-kit-request-id``: that log is the *server* vantage point of a
+trace.
 
 URLs name scenarios: ``POST {server.url_for(scenario)}/v1/messages`` gets that scenario
 (any path under the base works, so SDKs with a ``base_url`` just work). ``GET /``
 lists the scenarios as JSON.
 
-Why over 600 lines: the in-process server and its child-process mode still share one
-class (``FaultServer`` branches on ``self._child``); putting the two modes behind one
-interface would split it.
+:class:`FaultServer` is a thin facade: the scenarios it answers for, its log
+(:mod:`kit._server_log`) and the lifecycle; the serving is done by one of two modes
+behind :class:`ServerMode`: :class:`~kit._server_local.LocalMode` (in this process,
+asyncio + h11 on a background thread) or :class:`~kit._isolated.IsolatedMode` (the same
+in a child process, its log shipped back: ``isolate=True``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import itertools
-import json
-import logging
-import socket
 import ssl
-import struct
 import threading
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import unquote
-
-import h11
+from typing import Any, Protocol
 
 from . import _registry
 from ._bind import check_bind
-from ._clock import now_ns
 from ._errors import ConfigError, ServerError
-from ._isolated import IsolatedServer
-from ._loop import LoopThread
-from ._redact import redact_text
+from ._isolated import IsolatedMode
 from ._rerun import replace_previous
-from ._safejson import loads as safe_json
-from ._schedule import Response, build_response
+from ._server_local import REQUEST_TIMEOUT, LocalMode
+from ._server_log import ServerLog
 from ._window import check_keep
-from .protocols import Protocol
 from .records import ServerLogEntry
-from .scenarios import PRESETS, Plan, Scenario
+from .scenarios import PRESETS, Scenario
 
-__all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry"]
-
-MAX_REQUEST_BODY = 1 << 20  # 1 MiB: a chat request is a few KB; refuse more with 413
-REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request (slowloris guard)
-
-_logger = logging.getLogger("kit.server")
+__all__ = ["FaultServer", "ScenarioURL", "ServerLogEntry", "ServerMode"]
 
 
 class ScenarioURL(str):
@@ -78,6 +61,32 @@ class ScenarioURL(str):
         return ScenarioURL(f"{origin.rstrip('/')}/{path}", self.scenario)
 
 
+class ServerMode(Protocol):
+    """How a :class:`FaultServer` serves: the one interface of its two modes.
+
+    ``start`` binds (a :class:`~kit.ServerError` if it cannot), ``stop`` closes every
+    connection, ``address`` is where it listens while running, ``alive`` whether it still
+    serves (a child process may have died), ``pid`` the serving process if it is not
+    this one; ``registered`` hears of a scenario added to the server's registry,
+    ``reset_attempts`` forgets attempt counters.
+    """
+
+    pid: int | None
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def registered(self, token: str, scenario: Scenario) -> None: ...
+
+    def reset_attempts(self) -> None: ...
+
+
 class FaultServer:
     """An HTTP/1.1 fault server on 127.0.0.1 running in a background thread.
 
@@ -86,12 +95,14 @@ class FaultServer:
     loopback address requires ``allow_remote=True`` and warns.
 
     ``request_timeout`` (s) bounds how long a client may take to send a request
-    (slowloris guard: 408). ``requests`` lists every request handled, rejected ones
+    (slowloris guard: 408). ``log`` is every write (:class:`ServerLogEntry`; a snapshot
+    list, like ``NetworkProxy.log``), ``requests`` every request handled, rejected ones
     included. ``keep=N`` keeps only the last N requests' log and ``requests`` entries
     (memory stays flat on a long-running server; ``kit serve`` keeps 1,000); the default
-    keeps everything (call :meth:`clear_log` to forget). ``requests_seen`` counts them all. ``isolate=True`` runs the server in a child process instead (same API): use it
-    when one process also drives many concurrent clients, which would otherwise
-    delay the server's writes by competing for the interpreter lock.
+    keeps everything (call :meth:`clear_log` to forget). ``requests_seen`` counts them
+    all. ``isolate=True`` runs the server in a child process instead (same API): use it
+    when one process also drives many concurrent clients, which would otherwise delay
+    the server's writes by competing for the interpreter lock.
     """
 
     def __init__(
@@ -116,79 +127,47 @@ class FaultServer:
         self.request_timeout = request_timeout
         self._allow_remote = allow_remote
         self.isolate = isolate
-        self._child: IsolatedServer | None = None
-        self._thread = LoopThread("kit-fault-server")
-        self._server: asyncio.base_events.Server | None = None
+        self._mode: ServerMode | None = None
         self._registry: dict[str, Scenario] = {}
-        self._conns: set[asyncio.Task[None]] = set()
-        self._conn_ids = itertools.count(1)
-        self._req_ids = itertools.count(1)
-        self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.log: list[ServerLogEntry] = []
-        self.requests_seen = 0  # every request handled, also those a `keep` window has dropped
-        self._by_request: dict[str, list[ServerLogEntry]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self._on_request = on_request
+        self._log = ServerLog(self.keep, on_request)
 
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> FaultServer:
         """Start serving; returns once the port is bound."""
-        if self._server is not None or self._child is not None:
+        if self._mode is not None:
             return self
         replace_previous(self)  # a rerun notebook cell stops the server its last run started
+        mode: ServerMode
         if self.isolate:
-            self._child = IsolatedServer(
-                self.host, self._port, self._allow_remote, self._receive_log, self._record_request
+            mode = IsolatedMode(self.host, self._port, self._allow_remote, self._log)
+        else:
+            mode = LocalMode(
+                self.host,
+                self._port,
+                tls=self.tls,
+                request_timeout=self.request_timeout,
+                scenario=self._scenario,
+                tokens=lambda: self.scenarios().keys(),
+                log=self._log,
             )
-            _registry.register(self)
-            return self
-        self._thread.start()
-        try:
-            self._thread.call(self._astart())
-        except OSError as exc:
-            self._thread.stop()
-            raise ServerError(f"cannot bind {self.host}:{self._port}: {exc.strerror or exc}") from None
+        mode.start()
+        with self._lock:
+            known = list(self._registry.items())
+        for token, scenario in known:  # registered before the start
+            mode.registered(token, scenario)
+        self._mode = mode
         _registry.register(self)
         return self
 
-    async def _astart(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._port, reuse_address=True, backlog=1024, ssl=self.tls
-        )
-
     def stop(self) -> None:
-        """Close every connection and the listening socket; join the thread."""
-        if self._child is not None:
-            self._child.stop()
-            self._child = None
-            _registry.unregister(self)
+        """Close every connection and the listening socket; join the thread (or the child)."""
+        if self._mode is None:
             return
-        if self._server is None:
-            return
-        with contextlib.suppress(RuntimeError):
-            self._thread.call(self._astop(), timeout=10)
-        self._thread.stop()
-        self._server = None
+        self._mode.stop()
+        self._mode = None
         _registry.unregister(self)
-
-    async def _astop(self) -> None:
-        assert self._server is not None
-        # Stop accepting, then let accepts under way become connections before closing: on
-        # 3.11 a transport made after Server.close() fails an assertion, leaking its socket
-        # and leaving that client hanging (found by tests/test_lifecycle.py).
-        loop = asyncio.get_running_loop()
-        for sock in self._server.sockets:
-            loop.remove_reader(sock.fileno())
-        for _ in range(4):
-            await asyncio.sleep(0)
-        self._server.close()
-        for task in list(self._conns):
-            task.cancel()
-        if self._conns:
-            await asyncio.gather(*self._conns, return_exceptions=True)
-        await self._server.wait_closed()
 
     def __enter__(self) -> FaultServer:
         return self.start()
@@ -208,11 +187,19 @@ class FaultServer:
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) the server listens on."""
-        if self._child is not None:
-            return self._child.address
-        if self._server is None:
+        if self._mode is None:
             raise ServerError("the FaultServer is not running; use it in a `with` block or call start()")
-        return self._server.sockets[0].getsockname()[:2]
+        return self._mode.address
+
+    @property
+    def alive(self) -> bool:
+        """Running (with ``isolate=True``: its child process too)."""
+        return self._mode is not None and self._mode.alive()
+
+    @property
+    def pid(self) -> int | None:
+        """The child process's id while ``isolate=True`` runs it; None in-process or stopped."""
+        return None if self._mode is None else self._mode.pid
 
     @property
     def url(self) -> str:
@@ -238,8 +225,8 @@ class FaultServer:
         with self._lock:
             known = self._registry.get(token) == scenario
             self._registry[token] = scenario
-        if self._child is not None and not known:
-            self._child.call("register", scenario.to_dict())
+        if self._mode is not None and not known:
+            self._mode.registered(token, scenario)
         return token
 
     def scenarios(self) -> dict[str, Scenario]:
@@ -247,518 +234,45 @@ class FaultServer:
         with self._lock:
             return {**PRESETS, **self._registry}
 
-    def clear_log(self) -> None:
-        """Forget logged writes and requests: a long-running server's log otherwise only grows."""
-        self.log.clear()
-        self._by_request.clear()
-        self.requests.clear()
+    def _scenario(self, token: str) -> Scenario | None:
+        sc = PRESETS.get(token)
+        if sc is None:
+            with self._lock:
+                sc = self._registry.get(token)
+        return sc
 
     def reset_attempts(self) -> None:
         """Forget per-scenario attempt counters (for clients that send no attempt header)."""
-        with self._lock:
-            self._attempts.clear()
-        if self._child is not None:
-            self._child.call("reset")
+        if self._mode is not None:
+            self._mode.reset_attempts()
 
     # -- logs --------------------------------------------------------------------
 
-    def _trim(self, keep: int) -> None:
-        """Keep the log of the last ``keep`` requests (runs on the server's loop, where entries are appended).
+    @property
+    def log(self) -> list[ServerLogEntry]:
+        """Every write so far, in order (a snapshot: later writes do not change it)."""
+        return list(self._log.entries)
 
-        Lists are trimmed in place: running requests hold their ``append``.
-        """
-        with self._lock:
-            del self.requests[: len(self.requests) - keep]
-            ids = list(self._by_request)
-            for rid in ids[: max(len(ids) - keep, 0)]:
-                del self._by_request[rid]
-            kept = self._by_request.keys()
-            self.log[:] = [e for e in self.log if e.request_id in kept]
-            for key in list(self._attempts)[: max(len(self._attempts) - 4 * keep, 0)]:
-                del self._attempts[key]
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request handled (rejected ones and probes included), in order."""
+        return self._log.requests
+
+    @property
+    def requests_seen(self) -> int:
+        """Requests handled, also those a ``keep`` window has dropped."""
+        return self._log.requests_seen
 
     def log_for(self, request_id: str) -> list[ServerLogEntry]:
         """The log entries of one request."""
-        return list(self._by_request.get(request_id, ()))
+        return list(self._log.by_request.get(request_id, ()))
 
-    def _receive_log(self, rows: list[tuple]) -> None:
-        for row in rows:
-            entry = ServerLogEntry(*row)
-            self.log.append(entry)
-            self._by_request.setdefault(entry.request_id, []).append(entry)
-
-    def _record_request(self, info: dict[str, Any]) -> None:
-        self.requests.append(info)
-        self.requests_seen += 1
-        if self.keep is not None and len(self.requests) >= self.keep + max(self.keep // 2, 1):
-            self._trim(self.keep)
-        if self._on_request is not None:
-            with contextlib.suppress(Exception):
-                self._on_request(info)
+    def clear_log(self) -> None:
+        """Forget logged writes and requests: a long-running server's log otherwise only grows."""
+        self._log.clear()
 
     def log_df(self):
         """The whole log as a DataFrame (one row per :class:`ServerLogEntry`)."""
         from .tables import server_log_table
 
-        return server_log_table(list(self.log))
-
-    # -- connection handling -----------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        conn_id = next(self._conn_ids)
-        try:
-            await self._serve_connection(conn_id, reader, writer)
-        except (ConnectionError, asyncio.CancelledError, TimeoutError):
-            pass
-        finally:
-            self._conns.discard(task)
-            if not writer.transport.is_closing():
-                writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
-
-    async def _serve_connection(self, conn_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        leftover = b""
-        while True:
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-            if leftover:
-                conn.receive_data(leftover)
-            try:
-                request, body, received_ns = await asyncio.wait_for(
-                    self._read_request(conn, reader), self.request_timeout
-                )
-            except TimeoutError:
-                if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
-                    return  # an idle keep-alive connection: close it quietly, as servers do
-                await self._reject(conn_id, writer, 408, "request_timeout", "request not received in time")
-                return
-            except h11.RemoteProtocolError as exc:
-                await self._reject(conn_id, writer, exc.error_status_hint or 400, "invalid_request_error", str(exc))
-                return
-            except _BodyTooLarge:
-                await self._reject(
-                    conn_id, writer, 413, "request_too_large", f"request body over {MAX_REQUEST_BODY} bytes"
-                )
-                return
-            if request is None:
-                return
-            leftover = conn.trailing_data[0]
-            keep = await self._respond(conn_id, request, body, received_ns, reader, writer)
-            if not keep or request.http_version < b"1.1":  # HTTP/1.0: one response, then close
-                return
-
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
-    ) -> tuple[h11.Request | None, bytes, int]:
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                if not data and request is None and not conn.trailing_data[0]:
-                    return None, b"", 0
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_REQUEST_BODY:
-                    raise _BodyTooLarge
-            elif isinstance(event, h11.EndOfMessage):
-                return request, bytes(body), now_ns()
-            elif isinstance(event, h11.ConnectionClosed):
-                return None, b"", 0
-
-    async def _reject(
-        self, conn_id: int, writer: asyncio.StreamWriter, status: int, error_type: str, message: str
-    ) -> None:
-        """Answer a bad request with ``status`` and a JSON error, log it, and close."""
-        message = redact_text(message)  # h11 quotes the bad line, which may hold a key
-        _logger.info("connection %d rejected with %d: %s", conn_id, status, message)
-        self._record_request(
-            {
-                "request_id": None,
-                "connection": conn_id,
-                "method": "-",  # the request line could not be read
-                "path": "-",
-                "status": status,
-                "end": "rejected",
-                "reason": message,
-                "t_ns": now_ns(),
-            }
-        )
-        body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
-        head = (
-            f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        ).encode()
-        with contextlib.suppress(ConnectionError):
-            writer.write(head + body)
-            await writer.drain()
-
-    def _resolve(self, target: str) -> tuple[str | None, Scenario | None]:
-        path = unquote(target.split("?", 1)[0])
-        parts = [p for p in path.split("/") if p]
-        if len(parts) >= 2 and parts[0] == "s":
-            token = parts[1]
-            sc = PRESETS.get(token)
-            if sc is None:
-                with self._lock:
-                    sc = self._registry.get(token)
-            return token, sc
-        return None, None
-
-    async def _respond(
-        self,
-        conn_id: int,
-        request: h11.Request,
-        body: bytes,
-        received_ns: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
-        target = request.target.decode("latin-1")
-        headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
-        token, scenario = self._resolve(target)
-        if _is_probe(request.method, target, token):
-            await self._probe(conn_id, request.method, target, token, writer)
-            return True
-        if token is None and request.method == b"GET" and target.split("?")[0] in ("/", "/s", "/s/"):
-            listing = {"scenarios": {t: f"{self.url}/s/{t}" for t in self.scenarios()}}
-            await self._json(writer, 200, listing)
-            return True
-        if scenario is None:
-            known = sorted(self.scenarios())
-            # the path only: a query may hold a key, and an error body is stored by clients
-            what = f"unknown scenario {token!r}" if token else f"no scenario in path {target.split('?', 1)[0]!r}"
-            message = f"{what}; use a path /s/<scenario>/... with one of: {', '.join(known)}"
-            self._record_request(_refused(conn_id, request, headers, token, 404, "not_found", message, received_ns))
-            error = {"type": "not_found_error", "message": message, "known_scenarios": known}
-            await self._json(writer, 404, {"type": "error", "error": error})
-            return True
-        problem = _bad_request(headers, body)
-        if problem:
-            self._record_request(_refused(conn_id, request, headers, token, 400, "rejected", problem, received_ns))
-            await self._json(
-                writer, 400, {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}
-            )
-            return True
-        payload: Any = None
-        if body and "json" in headers.get("content-type", "json"):
-            payload = safe_json(body)  # checked by _bad_request
-
-        request_id = headers.get("x-kit-request-id") or f"srv-{next(self._req_ids)}"
-        trial = headers.get("x-kit-trial", "")
-        attempt = self._attempt_number(token, trial, headers)
-        plan = await _plan(scenario, attempt, trial)
-        api_id = Protocol.of(plan.scenario.protocol).api.request_id(f"{request_id}:{attempt}:{next(self._req_ids)}")
-        response = build_response(plan, request_id=api_id, stream=_wants_stream(payload))
-        if request.http_version < b"1.1":
-            response = _http10(response)
-        info = {
-            "request_id": request_id,
-            "scenario": token,
-            "attempt": attempt,
-            "method": request.method.decode(),
-            "path": target.split("?", 1)[0],
-            "status": response.status,
-            "t_ns": received_ns,
-            "stream": _wants_stream(payload),
-            "api_request_id": api_id,
-        }
-        log = _Logger(self.log, self._by_request.setdefault(request_id, []), request_id, conn_id, token, attempt)
-        log("request", len(body), received_ns, received_ns, len(body))
-        watcher = asyncio.ensure_future(_watch_disconnect(reader))
-        writer_task = asyncio.ensure_future(self._send(response, writer, log, received_ns, request_id))
-        try:
-            done, _ = await asyncio.wait({watcher, writer_task}, return_when=asyncio.FIRST_COMPLETED)
-            if writer_task in done:
-                info["end"] = writer_task.result()
-            else:
-                writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await writer_task
-                log("client_closed", 0, now_ns(), now_ns())
-                info["end"] = "client_closed"
-        finally:
-            if not watcher.done():
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-        self._record_request(info)
-        return info["end"] == "end" and response.framing != "close"
-
-    def _attempt_number(self, token: str, trial: str, headers: dict[str, str]) -> int:
-        for name, offset in ATTEMPT_HEADERS:
-            value = headers.get(name)
-            if value is not None:
-                return int(value) + offset  # checked by _bad_request
-        key = f"{token}\0{trial}"
-        with self._lock:
-            self._attempts[key] = self._attempts.get(key, 0) + 1
-            return self._attempts[key]
-
-    async def _json(self, writer: asyncio.StreamWriter, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        head = (
-            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n"
-        ).encode()
-        writer.write(head + body)
-        await writer.drain()
-
-    async def _send(
-        self, response: Response, writer: asyncio.StreamWriter, log: _Logger, t0_ns: int, request_id: str
-    ) -> str:
-        """Execute the response's actions on time; returns how the response ended."""
-        transport = writer.transport
-        due = t0_ns + int(response.headers_delay * 1e9)
-        await _sleep_until(due)
-        lines = [f"HTTP/1.1 {response.status} {response.reason}"]
-        lines += [f"{k}: {v}" for k, v in response.headers]
-        lines.append(f"x-kit-request-id: {request_id}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        t = now_ns()
-        if response.endless_headers:
-            log("endless_headers", len(head) - 2, due, t)
-            transport.write(head[:-2])  # no blank line: the headers never end
-            for n in itertools.count():
-                await asyncio.sleep(0.001)
-                transport.write(b"x-kit-filler-%d: %s\r\n" % (n, b"h" * 64))
-                if transport.get_write_buffer_size() > 1 << 16:
-                    await writer.drain()
-        log("headers", len(head), due, t)
-        transport.write(head)
-        headers_ns = t
-        chunked = response.framing == "chunked"
-        for action in response.actions:
-            due = headers_ns + int(action.t * 1e9)
-            if action.t > 0:
-                await _sleep_until(due)
-            op = action.op
-            if op == "write":
-                data = action.data
-                if not data:
-                    log(action.kind, 0, due, now_ns())
-                    continue
-                wire = b"%x\r\n%b\r\n" % (len(data), data) if chunked else data
-                t = now_ns()
-                log(action.kind, len(wire), due, t, len(data))
-                transport.write(wire)
-                if transport.get_write_buffer_size() > 1 << 20:
-                    await writer.drain()
-            elif op == "raw":
-                # outside the body's framing: payload only where there is no chunk framing to break
-                log(action.kind, len(action.data), due, now_ns(), 0 if chunked else len(action.data))
-                transport.write(action.data)
-            elif op == "end":
-                tail = b"0\r\n\r\n" if chunked else b""
-                t = now_ns()
-                log("end", len(tail), due, t)
-                if tail:
-                    transport.write(tail)
-                await writer.drain()
-                if action.kind == "close":  # Close(clean=True): the body ended, then the FIN it promises
-                    log("close", 0, due, now_ns())
-                    writer.close()
-                    return "end_close"
-                if response.framing == "close":
-                    writer.close()
-                return "end"
-            elif op == "close":
-                await writer.drain()
-                log("close", 0, due, now_ns())
-                writer.close()
-                return "close"
-            elif op == "reset":
-                await _flushed(writer)
-                log("reset", 0, due, now_ns())
-                _reset(transport)
-                return "reset"
-            elif op == "truncate":
-                wire = b"%x\r\n%b" % (len(action.data) * 2, action.data)
-                log("truncate", len(wire), due, now_ns(), len(action.data))
-                transport.write(wire)
-                await writer.drain()
-                writer.close()
-                return "truncate"
-            elif op == "hang":
-                log("stall_start", 0, due, now_ns())
-                await self._hang(response, writer, log)
-        return "end"  # pragma: no cover - every plan ends with a terminal action
-
-    async def _probe(self, conn_id: int, method: bytes, target: str, token: str | None, writer) -> None:
-        """Answer a request that is not an API call (``HEAD /``, ``OPTIONS``...): logged, not an attempt."""
-        self._record_request(
-            {
-                "request_id": None,
-                "connection": conn_id,
-                "scenario": token,
-                "method": method.decode(),
-                "path": target.split("?", 1)[0],
-                "status": 200,
-                "end": "probe",
-                "t_ns": now_ns(),
-            }
-        )
-        body = b"" if method in (b"HEAD", b"OPTIONS") else json.dumps({"scenario": token}).encode()
-        length = len(json.dumps({"scenario": token}).encode()) if method == b"HEAD" else len(body)
-        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
-        writer.write(head.encode() + body)
-        await writer.drain()
-
-    async def _hang(self, response: Response, writer: asyncio.StreamWriter, log: _Logger) -> None:
-        if response.ping is None or not response.ping_every:
-            await asyncio.Event().wait()
-        due = now_ns()
-        step = int(response.ping_every * 1e9)
-        ping = response.ping
-        wire = b"%x\r\n%b\r\n" % (len(ping), ping) if response.framing == "chunked" else ping
-        while True:
-            due += step
-            await _sleep_until(due)
-            log("ping", len(wire), due, now_ns(), len(ping))
-            writer.transport.write(wire)
-
-
-def _is_probe(method: bytes, target: str, token: str | None) -> bool:
-    """Not an API call: HEAD or OPTIONS anywhere, or GET of a scenario's base URL itself."""
-    if method in (b"HEAD", b"OPTIONS"):
-        return True
-    rest = unquote(target.split("?", 1)[0]).strip("/").split("/")
-    return method == b"GET" and token is not None and len(rest) <= 2
-
-
-def _wants_stream(payload: Any) -> bool:
-    """A JSON request body asks for a stream unless it says ``"stream": false`` or leaves it out
-    (as the APIs read it); anything else (no body, not JSON) gets the stream."""
-    return not isinstance(payload, dict) or bool(payload.get("stream", False))
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Logger:
-    """Appends log entries for one request (list.append is atomic under the GIL)."""
-
-    __slots__ = ("_append", "_append_request", "_attempt", "_conn", "_rid", "_scenario", "_seq")
-
-    def __init__(
-        self, log: list[ServerLogEntry], mine: list[ServerLogEntry], rid: str, conn: int, scenario: str, attempt: int
-    ) -> None:
-        self._append = log.append
-        self._append_request = mine.append
-        self._rid, self._conn, self._scenario, self._attempt = rid, conn, scenario, attempt
-        self._seq = 0
-
-    def __call__(self, kind: str, nbytes: int, scheduled_ns: int, t_ns: int, body_bytes: int = 0) -> None:
-        """Log a write of ``nbytes`` on the wire, ``body_bytes`` of them payload (the rest framing or headers)."""
-        entry = ServerLogEntry(
-            self._rid,
-            self._conn,
-            self._scenario,
-            self._attempt,
-            self._seq,
-            kind,
-            nbytes,
-            scheduled_ns,
-            t_ns,
-            body_bytes,
-        )
-        self._append(entry)
-        self._append_request(entry)
-        self._seq += 1
-
-
-ATTEMPT_HEADERS = (("x-kit-attempt", 0), ("x-stainless-retry-count", 1))  # header, offset to a 1-based attempt
-MAX_ATTEMPT = 1_000_000
-
-
-def _bad_request(headers: dict[str, str], body: bytes) -> str | None:
-    """Why a request cannot be served (a 400), or None: attempt headers and the JSON body are checked."""
-    for name, offset in ATTEMPT_HEADERS:
-        value = headers.get(name)
-        if value is None:
-            continue
-        v = value.strip()
-        if not (v.isascii() and v.isdigit() and len(v) <= 7 and 1 <= int(v) + offset <= MAX_ATTEMPT):
-            shown = v if len(v) <= 20 else v[:20] + "..."
-            return f"{name}={shown!r} is not valid: expected a whole number {1 - offset}..{MAX_ATTEMPT - offset}"
-    if body and "json" in headers.get("content-type", "json"):
-        try:
-            safe_json(body)
-        except ValueError as exc:
-            return f"request body is not valid JSON: {exc}"
-    return None
-
-
-def _refused(
-    conn_id: int,
-    request: h11.Request,
-    headers: dict[str, str],
-    token: str | None,
-    status: int,
-    end: str,
-    reason: str,
-    t_ns: int,
-) -> dict[str, Any]:
-    """A ``requests`` entry for a request answered with an error (logged like any request)."""
-    return {
-        "request_id": headers.get("x-kit-request-id"),
-        "connection": conn_id,
-        "scenario": token,
-        "method": request.method.decode("latin-1"),
-        "path": request.target.decode("latin-1").split("?", 1)[0],
-        "status": status,
-        "end": end,
-        "reason": reason,
-        "t_ns": t_ns,
-    }
-
-
-def _http10(response: Response) -> Response:
-    """An HTTP/1.0 client gets no chunked encoding: the body is close-delimited (or keeps its length)."""
-    headers = [(k, v) for k, v in response.headers if k.lower() not in ("transfer-encoding", "connection")]
-    framing = "length" if response.framing == "length" else "close"
-    return dataclasses.replace(response, headers=[*headers, ("connection", "close")], framing=framing)
-
-
-INLINE_PLAN_EVENTS = 500  # planning more events than this runs off the loop (~0.01-0.1 ms per event)
-
-
-async def _plan(scenario: Scenario, attempt: int, trial: str) -> Plan:
-    """Plan one attempt; a big plan is made in a worker thread so it never blocks the loop."""
-    if scenario.for_attempt(attempt, trial).events <= INLINE_PLAN_EVENTS:
-        return scenario.plan(attempt, key=trial)
-    return await asyncio.to_thread(scenario.plan, attempt, trial)
-
-
-async def _sleep_until(due_ns: int) -> None:
-    delay = (due_ns - now_ns()) / 1e9
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-async def _flushed(writer: asyncio.StreamWriter) -> None:
-    await writer.drain()
-    while writer.transport.get_write_buffer_size():
-        await asyncio.sleep(0.001)
-
-
-def _reset(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-async def _watch_disconnect(reader: asyncio.StreamReader) -> None:
-    """Return when the client closes its side (or resets) while we respond."""
-    with contextlib.suppress(ConnectionError):
-        while await reader.read(65536):
-            pass
+        return server_log_table(self.log)

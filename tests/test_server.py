@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
 import threading
@@ -174,6 +175,28 @@ def test_isolated_server_has_the_same_api():
         _ = srv.address
 
 
+@pytest.mark.parametrize("isolate", [False, True])
+def test_both_modes_serve_scenarios_registered_before_the_start_and_report_alive(isolate):
+    srv = kit.FaultServer(isolate=isolate)
+    early = kit.Scenario(name="early", events=2, gap=0.0)
+    token = srv.register(early)  # before start: the mode hears of it when it starts
+    assert not srv.alive and srv.pid is None
+    with srv:
+        assert srv.alive and (srv.pid is not None) == isolate and srv.pid != os.getpid()
+        assert kit.stream(f"{srv.url}/s/{token}").ok
+    assert not srv.alive and srv.pid is None
+
+
+def test_log_is_a_snapshot_list_like_the_proxy_log(server):
+    before = server.log
+    assert isinstance(before, list) and isinstance(kit.NetworkProxy.log, property)
+    n = len(before)
+    assert kit.stream(server.url_for("ok")).ok
+    assert len(before) == n and len(server.log) > n  # later writes reach new snapshots only
+    before.clear()
+    assert server.log  # clearing a snapshot does not touch the server's log
+
+
 def test_slowloris_gets_408_and_a_healthy_client_is_unaffected():
     import time
 
@@ -311,11 +334,14 @@ def test_keep_bounds_the_log_of_a_long_running_server():
         url = srv.url_for(sc) + "/v1/messages"
         for _ in range(200):
             client.post(url, json={"stream": True}).read()
+        deadline = time.monotonic() + 30  # the server records a request just after its last byte went out
+        while srv.requests_seen < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert srv.requests_seen == 200
-        assert len(srv.requests) < 20 + 10 + 1 and len(srv._by_request) < 31
+        assert len(srv.requests) < 20 + 10 + 1 and len({e.request_id for e in srv.log}) < 31
         per_request = len(srv.log_for(srv.requests[-1]["request_id"]))
         assert len(srv.log) <= 31 * per_request
-        assert srv.requests[-1]["request_id"] in srv._by_request  # the newest are kept
+        assert srv.log_for(srv.requests[-1]["request_id"])  # the newest are kept
     with pytest.raises(kit.ConfigError, match="keep"):
         kit.FaultServer(keep=0)
 

@@ -184,6 +184,8 @@ def _worker_proxy(server: Any, exp: Any, network: Any) -> Any:
 
 def _alive(component: Any) -> bool:
     """Whether an isolated server's or proxy's child process still runs (a worker keeps them)."""
+    if isinstance(getattr(component, "alive", None), bool):  # FaultServer.alive
+        return component.alive
     handle = getattr(component, "_child", None)
     proc = getattr(handle, "_proc", None) or getattr(getattr(handle, "_child", None), "_proc", None)
     return proc is not None and proc.poll() is None
