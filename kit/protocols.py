@@ -457,7 +457,7 @@ class Protocol:
         return {**dict(self.request_fields), "messages": [{"role": "user", "content": "Say hello, slowly."}]}
 
 
-_ANTHROPIC_BODY = (("model", "claude-kit-1"), ("max_tokens", 1024), ("stream", True))
+_ANTHROPIC_BODY = (("model", _api.ANTHROPIC.model), ("max_tokens", 1024), ("stream", True))
 _SSE = "text/event-stream; charset=utf-8"
 
 ANTHROPIC = Protocol(
@@ -484,7 +484,7 @@ OPENAI = Protocol(
     terminator=("data", "[DONE]"),
     path="/v1/chat/completions",
     request_headers=(("authorization", "Bearer kit-dummy-key"),),
-    request_fields=(("model", "gpt-kit-1"), ("stream", True)),
+    request_fields=(("model", _api.OPENAI.model), ("stream", True)),
     other="anthropic",
     api=_api.OPENAI,
     default_event_size=8,

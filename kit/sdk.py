@@ -25,12 +25,12 @@ from ._clock import now_ns
 from ._errors import ConfigError
 from ._loop import run_sync
 from ._sdkrun import SDKNotInstalled, SDKRun, ServerCount, exception_name, resolve, scenario_url
+from .protocols import ANTHROPIC, OPENAI
 from .scenarios import Scenario
 from .server import FaultServer
 
 __all__ = ["CLIENTS", "SDKNotInstalled", "SDKRun", "run", "run_anthropic", "run_openai", "scenario_url"]
 
-MODEL = {"anthropic": "claude-kit-1", "openai": "gpt-kit-1"}
 PROMPT = [{"role": "user", "content": "Say hello, slowly."}]
 
 
@@ -154,7 +154,7 @@ def run_anthropic(
     url, scenario, server = resolve(url, server, "anthropic")
     asynchronous = abort_after is not None
     sdk, recorder, http = _sdk_client(anthropic, "Anthropic", url, max_retries, timeout, instrument, asynchronous)
-    request = {"model": MODEL["anthropic"], "max_tokens": 1024, "messages": PROMPT}
+    request = {"model": ANTHROPIC.api.model, "max_tokens": 1024, "messages": PROMPT}
 
     def via_stream() -> dict[str, Any]:
         with sdk.messages.stream(**request) as s:
@@ -235,7 +235,7 @@ def run_openai(
     sdk, recorder, http = _sdk_client(
         openai, "OpenAI", url.rstrip("/") + "/v1", max_retries, timeout, instrument, asynchronous
     )
-    request = {"model": MODEL["openai"], "messages": PROMPT}
+    request = {"model": OPENAI.api.model, "messages": PROMPT}
 
     def tally(chunks: list[Any]) -> dict[str, Any]:
         finish, text = None, 0
