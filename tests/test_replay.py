@@ -204,3 +204,21 @@ def test_truncated_and_wrong_files_are_bundle_errors(tmp_path, server):
         kit.replay_scenario(tmp_path / "missing.har")
     with pytest.raises(kit.ConfigError, match="body bytes"):
         kit.replay_scenario(kit.stream(server.url_for("ok")))  # kit's client keeps sizes, not bytes
+
+
+def test_pieces_cut_chunks_at_the_offsets_and_keep_their_times():
+    r = Replay(times=(0.0, 0.5), chunks=(b"abcdef", b"ghij"))
+    assert r.pieces([]) == [(0.0, b"abcdef", 0), (0.5, b"ghij", 6)]
+    assert r.pieces([2, 6, 8, 8]) == [(0.0, b"ab", 0), (0.0, b"cdef", 2), (0.5, b"gh", 6), (0.5, b"ij", 8)]
+    assert r.pieces([10]) == r.pieces([])  # the body's end cuts nothing
+
+
+def test_a_replay_plan_puts_each_fault_where_its_event_ends():
+    sc = _replay().replace(faults=(kit.Stall(after=2, duration=0.1), kit.Close(after=5)))
+    plan = sc.plan()
+    ends = sc.replay.event_ends()
+    offsets = [0]
+    for u in plan.units:
+        offsets.append(offsets[-1] + len(u.payload))
+    assert plan.faults_at(offsets.index(ends[1])) == [kit.Stall(after=2, duration=0.1)]
+    assert plan.faults_at(offsets.index(ends[4])) == [kit.Close(after=5)]
