@@ -8,6 +8,7 @@ machine) read the same clock, so their timestamps can be joined directly.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 __all__ = ["CLOCK_SOURCE", "now_ns", "ns_to_s"]
 
@@ -16,6 +17,6 @@ CLOCK_SOURCE = "time.perf_counter_ns"
 now_ns = time.perf_counter_ns
 
 
-def ns_to_s(ns: int) -> float:
-    """Nanoseconds to seconds."""
+def ns_to_s(ns: Any) -> Any:
+    """Nanoseconds to seconds: an int (a float back), or a NumPy array / pandas Series of them."""
     return ns / 1e9

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
 
 __all__ = ["PERIOD_S", "Fidelity", "FidelityBudget", "LagMonitor", "server_lateness"]
@@ -115,7 +115,7 @@ def server_lateness(entries: Iterable[Any]) -> float | None:
             continue
         d = e.t_ns - e.scheduled_ns
         late = d if late is None or d > late else late
-    return None if late is None else max(0, late) / 1e9
+    return None if late is None else ns_to_s(max(0, late))
 
 
 # -- the client's loop ---------------------------------------------------------------
@@ -217,7 +217,7 @@ class LagMonitor:
             self._handle = None
             return
         self._due = t + self.period_ns
-        self._handle = loop.call_later(self.period_ns / 1e9, self._beat)
+        self._handle = loop.call_later(ns_to_s(self.period_ns), self._beat)
 
     def _beat(self) -> None:
         t = now_ns()
@@ -240,7 +240,7 @@ class LagMonitor:
         """The heartbeats that ran in ``[start_ns, end_ns]``: ``(t_ns, late_s)`` pairs."""
         ts, lates = self._ordered()
         lo, hi = bisect_left(ts, start_ns), bisect_right(ts, end_ns)
-        return [(ts[k], lates[k] / 1e9) for k in range(lo, hi)]
+        return [(ts[k], ns_to_s(lates[k])) for k in range(lo, hi)]
 
     def pending_late_ns(self) -> int:
         """How late the heartbeat due now already is (0 if not yet due): lag still in progress."""
@@ -269,7 +269,7 @@ class LagMonitor:
         if live:
             pending = self.pending_late_ns()
             worst = max(worst, min(pending, end - start_ns))
-        return worst / 1e9
+        return ns_to_s(worst)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

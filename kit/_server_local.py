@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 import h11
 
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ServerError
 from ._loop import LoopThread
 from ._redact import redact_text
@@ -540,7 +540,7 @@ async def _plan(scenario: Scenario, attempt: int, trial: str) -> Plan:
 
 
 async def _sleep_until(due_ns: int) -> None:
-    delay = (due_ns - now_ns()) / 1e9
+    delay = ns_to_s(due_ns - now_ns())
     if delay > 0:
         await asyncio.sleep(delay)
 

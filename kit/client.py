@@ -24,7 +24,7 @@ import httpx
 
 from ._body import BodyReader, body_phase, framing, note_truncation
 from ._classify import classify_exception, is_reset
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
 from ._fidelity import LagMonitor
 from ._loop import run_sync
@@ -130,7 +130,7 @@ async def astream(
         policy=policy.to_dict(),
         scenario=scenario.to_dict() if scenario is not None else None,
         label=getattr(scenario, "label", None),
-        setup_s=(start_ns - setup_ns) / 1e9,
+        setup_s=ns_to_s(start_ns - setup_ns),
     )
     try:
         rng = random.Random(seed if seed is not None else policy.seed)
@@ -270,7 +270,7 @@ class _Clock:
         if self.total_ns is not None and (deadline is None or self.total_ns <= deadline):
             deadline, self.cause = self.total_ns, "timeout.total"
         if self.cm is not None:
-            self.cm.reschedule(None if deadline is None else self.loop.time() + (deadline - now_ns()) / 1e9)
+            self.cm.reschedule(None if deadline is None else self.loop.time() + ns_to_s(deadline - now_ns()))
 
 
 async def _run_attempt(

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 
 import pandas as pd
 
+from ._clock import ns_to_s
 from ._errors import BundleError
 from ._redact import redact_headers, redact_url
 from .protocols import SSEParser
@@ -48,7 +49,7 @@ _STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many 
 
 
 def _iso(unix_ns: int) -> str:
-    dt = datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
+    dt = datetime.fromtimestamp(ns_to_s(unix_ns), tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}Z"
 
 
@@ -190,7 +191,7 @@ def tables_to_har(
             ],
             "_eventSourceMessages": [
                 {
-                    "time": round((unix0 + int(t) - perf0) / 1e9, 6),
+                    "time": round(ns_to_s(unix0 + int(t) - perf0), 6),
                     "eventName": ty if isinstance(ty, str) else "message",
                     "eventId": "",
                     "data": "",

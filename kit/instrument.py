@@ -25,7 +25,7 @@ from typing import Any
 
 from ._body import BodyReader, framing, note_truncation
 from ._classify import classify_exception
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
 from ._redact import redact_headers, redact_url, secret_values
 from .protocols import for_path
@@ -197,7 +197,7 @@ class Instrumented:
             if joins:
                 trace = last
                 prev = trace.attempts[-1]
-                wait = max((t - (prev.end_ns or t)) / 1e9, 0.0)
+                wait = max(ns_to_s(t - (prev.end_ns or t)), 0.0)
             else:
                 trace = Trace(url=url, protocol=for_path(request.url.path).name, start_ns=t, label=url)
                 self._traces.append(trace)

@@ -43,7 +43,7 @@ import httpx
 from ._bind import check_bind
 from ._body import BodyReader, body_phase, framing
 from ._classify import classify_exception, is_reset
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError, ServerError
 from ._loop import LoopThread
 from ._recorded import MAX_REPLAY_BYTES
@@ -439,7 +439,7 @@ class Recorder:
                 pumping.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pumping
-                silent = (now_ns() - (a.chunk_t[-1] if a.chunk_t else a.headers_ns)) / 1e9
+                silent = ns_to_s(now_ns() - (a.chunk_t[-1] if a.chunk_t else a.headers_ns))
                 a.outcome = Outcome(
                     body_phase(a), "cancelled", f"the client closed the connection after {silent:.3f} s without data"
                 )

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._clock import ns_to_s
 from ._errors import BundleError, ConfigError
 from ._recorded import ENDINGS, MAX_REPLAY_BYTES, MAX_REPLAY_CHUNKS, Replay, safe_headers
 from .faults import Fault
@@ -159,7 +160,7 @@ def replay_scenario(
     if a.headers_ns is None:
         raise ConfigError("source", repr(source), "a call that got response headers (this one failed before them)")
     h0 = a.headers_ns
-    times = [(t - h0) / 1e9 for t in a.chunk_t[: len(data)]]
+    times = [ns_to_s(t - h0) for t in a.chunk_t[: len(data)]]
     o = a.outcome
     return _build(
         status=a.status or 200,
@@ -167,7 +168,7 @@ def replay_scenario(
         headers=getattr(a, "header_list", None) or list(a.headers.items()),
         times=times,
         chunks=list(data),
-        headers_delay=(h0 - getattr(a, "sent_ns", a.start_ns)) / 1e9,
+        headers_delay=ns_to_s(h0 - getattr(a, "sent_ns", a.start_ns)),
         cause=o.cause if o else None,
         framing=a.framing,
         protocol=source.protocol,
@@ -232,7 +233,7 @@ def _from_har(path: Path, call: int, faults, speed, at, name) -> Scenario:
                 raise BundleError(f"{path}: entries[{call}]._chunks cover {i} of the body's {len(body)} bytes")
         elif isinstance(msgs, list) and msgs:
             # Chrome's EventStream export: one message per event, time in epoch seconds
-            start = _parse_time(str(e["startedDateTime"])) / 1e9 + headers_ms / 1e3
+            start = ns_to_s(_parse_time(str(e["startedDateTime"]))) + headers_ms / 1e3
             times, chunks = [], []
             for m in msgs:
                 t = float(m["time"])

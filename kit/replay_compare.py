@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._clock import ns_to_s
 from ._errors import ConfigError
 
 __all__ = ["COLUMNS", "fidelity", "table"]
@@ -53,7 +54,7 @@ def _side(x: Any, name: str) -> _Side:
     if a.headers_ns is None:
         raise ConfigError(name, repr(x), "a call that got response headers")
     return _Side(
-        (np.asarray(a.chunk_t, dtype="int64") - a.headers_ns) / 1e9,
+        ns_to_s(np.asarray(a.chunk_t, dtype="int64") - a.headers_ns),
         np.asarray(a.chunk_size, dtype="int64"),
         getattr(a, "chunk_data", None),
         list(zip(a.event_type, a.event_size, strict=True)),

@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
 from ._loop import run_sync
 from ._sdkrun import SDKNotInstalled, SDKRun, ServerCount, exception_name, resolve, scenario_url
@@ -90,7 +90,7 @@ def _call(
         result = body()
     except (Exception, asyncio.CancelledError) as exc:  # the SDK's exception (or the caller's cancel) is the finding
         exc_name, message, outcome = exception_name(exc), str(exc), "raised"
-    elapsed = (now_ns() - t0) / 1e9
+    elapsed = ns_to_s(now_ns() - t0)
     trace = None
     if recorder is not None:
         traces = recorder.traces

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._clock import ns_to_s
 from ._params import canonical, content_key, flat_params, label_all
 from .policy import Policy
 from .records import AttemptRecord, CellLabels, TrialRecord
@@ -273,7 +274,7 @@ def param_columns(cells: Sequence[CellLabels]) -> list[str]:
 
 
 def _rel(ns: int | None, start: int) -> float:
-    return np.nan if ns is None else (ns - start) / 1e9
+    return np.nan if ns is None else ns_to_s(ns - start)
 
 
 def build(
@@ -329,15 +330,15 @@ def _trial_row(r: TrialRecord, cell: CellLabels, param_cols: list[str]) -> dict[
         "ok": phase == "done" and cause == "ok",
         "message": message,
         "attempts": len(r.attempts),
-        "duration_s": (r.end_ns - start) / 1e9,
+        "duration_s": ns_to_s(r.end_ns - start),
         "ttfb_s": _rel(last.headers_ns, start) if last else np.nan,
         "first_chunk_s": _rel(ct[0], start) if ct else np.nan,
         "first_event_s": _rel(et[0], start) if et else np.nan,
         "bytes": sum(last.chunk_size) if last else 0,
         "chunks": len(ct),
         "events": len(et),
-        "max_gap_s": max((ct[i] - ct[i - 1]) / 1e9 for i in range(1, len(ct))) if len(ct) > 1 else np.nan,
-        "tpot_s": (et[-1] - et[0]) / 1e9 / (len(et) - 1) if len(et) > 1 else np.nan,
+        "max_gap_s": max(ns_to_s(ct[i] - ct[i - 1]) for i in range(1, len(ct))) if len(ct) > 1 else np.nan,
+        "tpot_s": ns_to_s(et[-1] - et[0]) / (len(et) - 1) if len(et) > 1 else np.nan,
         **_fidelity_cells(r.fidelity),
         "start_ns": start,
         "url": r.url,
@@ -373,8 +374,8 @@ def _timed(
     cols["request_id"] += [a.request_id] * n
     cols["seq"] += range(n)
     cols["t_ns"] += stamps
-    cols["t"] += [(t - start) / 1e9 for t in stamps]
-    cols["t_attempt"] += [(t - a.start_ns) / 1e9 for t in stamps]
+    cols["t"] += [ns_to_s(t - start) for t in stamps]
+    cols["t_attempt"] += [ns_to_s(t - a.start_ns) for t in stamps]
     for k, v in extra.items():
         cols[k] += v
 
@@ -416,7 +417,7 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
             "local_addr": a.local_addr,
         },
     )
-    gaps = [np.nan] + [(ct[i] - ct[i - 1]) / 1e9 for i in range(1, len(ct))]
+    gaps = [np.nan] + [ns_to_s(ct[i] - ct[i - 1]) for i in range(1, len(ct))]
     _timed(
         cols["chunks"], tid, start, a, ct, size=list(a.chunk_size), cum_bytes=np.cumsum(a.chunk_size).tolist(), gap=gaps
     )
@@ -437,13 +438,13 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
                 "body_bytes": e.body_bytes,
                 "scheduled_ns": e.scheduled_ns,
                 "t_ns": e.t_ns,
-                "t": (e.t_ns - start) / 1e9,
-                "late_s": (e.t_ns - e.scheduled_ns) / 1e9,
+                "t": ns_to_s(e.t_ns - start),
+                "late_s": ns_to_s(e.t_ns - e.scheduled_ns),
             },
         )
     for name, t_ns in a.connection:
         row = {"trial_id": tid, "attempt": a.index, "request_id": a.request_id, "name": name}
-        _append(cols["connection"], {**row, "t_ns": t_ns, "t": (t_ns - start) / 1e9})
+        _append(cols["connection"], {**row, "t_ns": t_ns, "t": ns_to_s(t_ns - start)})
 
 
 def traces_to_records(

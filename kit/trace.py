@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from . import _registry
-from ._clock import now_ns
+from ._clock import now_ns, ns_to_s
 from ._fidelity import DEFAULT_BUDGET, Fidelity, server_lateness
 from ._redact import redact_text, scrub
 from .records import (
@@ -298,7 +298,7 @@ class Trace:
     @property
     def duration(self) -> float:
         """Seconds from the call's start to its end."""
-        return ((self.end_ns or self.start_ns) - self.start_ns) / 1e9
+        return ns_to_s((self.end_ns or self.start_ns) - self.start_ns)
 
     # -- records ---------------------------------------------------------------------
 

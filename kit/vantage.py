@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._clock import ns_to_s
 from ._errors import ConfigError
 
 # a kit.Trace and its kit.trace.Attempt (not imported: trace.py delegates Trace.vantage here)
@@ -208,7 +209,7 @@ def _attempt_rows(trace: Trace, a: Attempt, join: _Join | None) -> list[dict[str
     start = trace.start_ns
 
     def s(ns: int | None) -> float:
-        return np.nan if ns is None or ns < 0 else (ns - start) / 1e9
+        return np.nan if ns is None or ns < 0 else ns_to_s(ns - start)
 
     # the proxy connection and where this response starts in its downstream bytes
     pipe: _Pipe | None = None

@@ -8,6 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from .._clock import ns_to_s
 from ._common import (
     MAX_ROWS,
     TIME_AXIS,
@@ -55,7 +56,7 @@ def _proxy_rows(proxy: pd.DataFrame, t: Tables, trial: str, attempt: Any, window
     if "t" in p.columns:
         tt = pd.to_numeric(p["t"], errors="coerce")
     elif tcol is not None and start_ns is not None:
-        tt = (pd.to_numeric(p[tcol], errors="coerce") - start_ns) / 1e9
+        tt = ns_to_s(pd.to_numeric(p[tcol], errors="coerce") - start_ns)
     else:
         return pd.DataFrame({"t": [], "bytes": []})
     bcol = next((c for c in ("nbytes", "bytes", "size") if c in p.columns), None)

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from .._clock import now_ns
+from .._clock import now_ns, ns_to_s
 from .._errors import KitError
 from .._units import format_size
 from ..proxy import NetworkProxy
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         if args.quiet or proxy is None or event["event"] not in ("open", "close"):
             return
         record = proxy.connection(event["conn"])
-        stamp = f"[{(event['t_ns'] - start) / 1e9:9.3f}s] #{record['conn']}"
+        stamp = f"[{ns_to_s(event['t_ns'] - start):9.3f}s] #{record['conn']}"
         hit = ",".join(record["toxics_hit"]) or "-"
         if event["event"] == "open":
             line = f"{stamp} opened from {record['client']}  toxics hit: {hit}"

@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Any
 
+from .._clock import ns_to_s
 from .._errors import KitError
 from .._units import format_size, parse_size
 from ._common import run_until_interrupted
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     def on_call(trace: Any) -> None:
         a = trace.attempt
         print(
-            f"[{(trace.start_ns - start) / 1e9:9.3f}s] {trace.label} -> {a.status or '-'} "
+            f"[{ns_to_s(trace.start_ns - start):9.3f}s] {trace.label} -> {a.status or '-'} "
             f"{trace.outcome.phase}/{trace.outcome.cause}  {format_size(a.bytes_received)} "
             f"in {a.chunks_received} chunks, {a.events_received} events, {trace.duration:.3f}s",
             flush=True,

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-from .._clock import now_ns
+from .._clock import now_ns, ns_to_s
 from .._errors import KitError
 from ..server import FaultServer
 from ._common import add_foreground_options, run_until_interrupted
@@ -57,7 +57,7 @@ def format_request(info: dict[str, Any], start_ns: int) -> str:
     """One log line for a request the server finished (``FaultServer.requests`` entry)."""
     end = info.get("end", "?")
     return (
-        f"[{(info.get('t_ns', start_ns) - start_ns) / 1e9:9.3f}s] {info.get('method', '?')} {info.get('path', '?')}  "
+        f"[{ns_to_s(info.get('t_ns', start_ns) - start_ns):9.3f}s] {info.get('method', '?')} {info.get('path', '?')}  "
         f"scenario={info.get('scenario')} attempt={info.get('attempt')} status={info.get('status')}  "
         f"{_ENDS.get(end, end)}" + (f": {info['reason']}" if info.get("reason") and end == "rejected" else "")
     )

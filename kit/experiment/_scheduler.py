@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from .. import _fidelity
-from .._clock import now_ns
+from .._clock import now_ns, ns_to_s
 
 __all__ = ["DEFAULT_BUDGET", "Concurrency", "run_trials"]
 
@@ -148,7 +148,7 @@ async def run_trials(
                     await a.await_server_log()
         finally:
             idle.append(client)
-        durations.append((trace.end_ns - trace.start_ns) / 1e9)
+        durations.append(ns_to_s(trace.end_ns - trace.start_ns))
         on_record(record(trace, cell, t, tseed))
 
     next_start = 0
@@ -178,7 +178,7 @@ async def run_trials(
                 if on_window is not None:
                     on_window(concurrency)
                 window_start, busy, peak = t, len(running) >= concurrency.cap, len(running)
-            wake = min(next_start - t, WINDOW * 1e9) / 1e9 if queue and len(running) < concurrency.cap else WINDOW
+            wake = ns_to_s(min(next_start - t, WINDOW * 1e9)) if queue and len(running) < concurrency.cap else WINDOW
             if running:
                 done, _ = await asyncio.wait(running, timeout=max(wake, 0.0005), return_when=asyncio.FIRST_COMPLETED)
                 running -= done

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import _registry
 from .._bind import check_bind
+from .._clock import ns_to_s
 from .._errors import ConfigError, KitError, ServerError
 from .._loop import LoopThread
 from .._rerun import replace_previous
@@ -426,7 +427,7 @@ class NetworkProxy:
         None for others. The proxy side of ``trace.fidelity``.
         """
         late = self._late.get(request_id)
-        return None if late is None else late / 1e9
+        return None if late is None else ns_to_s(late)
 
     def clear_log(self) -> None:
         """Forget logged forwards, events and closed connections (ids keep counting)."""

@@ -25,7 +25,7 @@ import struct
 import sys
 from typing import Any
 
-from .._clock import now_ns
+from .._clock import now_ns, ns_to_s
 from ..network import Down, ResetPeer, Timeout, Toxic
 from ._head import Head
 from ._pipe import _EOF, _RST, _Pipe, _Side
@@ -289,7 +289,7 @@ class _Conn:
     def record(self) -> dict[str, Any]:
         duration = None
         if self.t_open is not None and self.t_close is not None:
-            duration = (self.t_close - self.t_open) / 1e9
+            duration = ns_to_s(self.t_close - self.t_open)
         return {
             "conn": self.id,
             "client": self.peer,

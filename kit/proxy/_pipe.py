@@ -22,7 +22,7 @@ import math
 import random
 from collections import deque
 
-from .._clock import now_ns
+from .._clock import now_ns, ns_to_s
 from ..network import Bandwidth, Latency, LimitData, Loss, Slicer, SlowClose, Stall, Timeout, Toxic
 from ._head import RequestHeads
 from ._roles import Connection
@@ -459,7 +459,7 @@ class _Pipe:
         fut = self.loop.create_future()
         self._wake = fut
         if target is not None:
-            handle = self.loop.call_later((delay - overshoot.ns) / 1e9, _resolve, fut, False)
+            handle = self.loop.call_later(ns_to_s(delay - overshoot.ns), _resolve, fut, False)
         try:
             woken = await fut
         finally:
