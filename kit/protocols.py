@@ -381,6 +381,8 @@ _UNTERMINATED = '{"type":"content_block_delta","index":0,"delta":{"type":"text_d
 _SSE_BAD_FIELD = b'dtaa: {"type":"oops"}\n\n'
 
 EventFormat = Literal["sse", "ndjson", "raw"]
+_ANTHROPIC_BODY = (("model", _api.ANTHROPIC.model), ("max_tokens", 1024), ("stream", True))
+_SSE = "text/event-stream; charset=utf-8"
 
 
 @dataclass(frozen=True, eq=False)
@@ -392,25 +394,26 @@ class Protocol:
     that ends a complete stream (``("event", "message_stop")``, ``("data", "[DONE]")``);
     None: the body's clean end is the end. ``other``: the protocol whose stream a
     misrouted gateway sends instead (``WrongFormat("other_protocol")``). ``api``: ids,
-    rate-limit headers, error and message JSON (:class:`kit._api.ApiShape`). One value
-    per protocol, compared by identity; look one up with :meth:`of`.
+    rate-limit headers, error and message JSON (:class:`kit._api.ApiShape`). The
+    defaults describe a stream without an API of its own (ndjson, raw). One value per
+    protocol, compared by identity; look one up with :meth:`of`.
     """
 
     name: str
     content_type: str
     event_format: EventFormat
-    terminator: tuple[str, str] | None
-    path: str
-    request_headers: tuple[tuple[str, str], ...]
-    request_fields: tuple[tuple[str, Any], ...]
-    other: str
-    api: _api.ApiShape
-    default_event_size: int
     make_units: Callable[[int, int], list[Unit]]
     error_event: Callable[..., bytes]  # (error_type, message, request_id=None) -> the mid-stream error unit
-    ping: bytes  # a keep-alive: Anthropic's ``ping`` event, an SSE comment elsewhere
     malformed_json: bytes  # a unit whose JSON is cut short
-    malformed_field: bytes  # a line that is not a field of the format
+    malformed_field: bytes = _SSE_BAD_FIELD  # a line that is not a field of the format
+    terminator: tuple[str, str] | None = None
+    path: str = "/stream"
+    request_headers: tuple[tuple[str, str], ...] = ()
+    request_fields: tuple[tuple[str, Any], ...] = _ANTHROPIC_BODY
+    other: str = "anthropic"
+    api: _api.ApiShape = _api.PLAIN
+    default_event_size: int = 8
+    ping: bytes = b": ping\n\n"  # a keep-alive: Anthropic's ``ping`` event, an SSE comment elsewhere
 
     @classmethod
     def of(cls, value: Any, field: str = "protocol") -> Protocol:
@@ -457,57 +460,39 @@ class Protocol:
         return {**dict(self.request_fields), "messages": [{"role": "user", "content": "Say hello, slowly."}]}
 
 
-_ANTHROPIC_BODY = (("model", _api.ANTHROPIC.model), ("max_tokens", 1024), ("stream", True))
-_SSE = "text/event-stream; charset=utf-8"
-
 ANTHROPIC = Protocol(
     name="anthropic",
     content_type=_SSE,
     event_format="sse",
+    make_units=anthropic_units,
+    error_event=anthropic_error,
+    malformed_json=encode_sse(_UNTERMINATED, event="content_block_delta"),
     terminator=("event", "message_stop"),
     path="/v1/messages",
     request_headers=(("anthropic-version", "2023-06-01"), ("x-api-key", "kit-dummy-key")),
-    request_fields=_ANTHROPIC_BODY,
     other="openai",
     api=_api.ANTHROPIC,
-    default_event_size=8,
-    make_units=anthropic_units,
-    error_event=anthropic_error,
     ping=encode_sse(_dumps({"type": "ping"}), event="ping"),
-    malformed_json=encode_sse(_UNTERMINATED, event="content_block_delta"),
-    malformed_field=_SSE_BAD_FIELD,
 )
 OPENAI = Protocol(
     name="openai",
     content_type=_SSE,
     event_format="sse",
+    make_units=openai_units,
+    error_event=_openai_error,
+    malformed_json=encode_sse(_UNTERMINATED),
     terminator=("data", "[DONE]"),
     path="/v1/chat/completions",
     request_headers=(("authorization", "Bearer kit-dummy-key"),),
     request_fields=(("model", _api.OPENAI.model), ("stream", True)),
-    other="anthropic",
     api=_api.OPENAI,
-    default_event_size=8,
-    make_units=openai_units,
-    error_event=_openai_error,
-    ping=b": ping\n\n",
-    malformed_json=encode_sse(_UNTERMINATED),
-    malformed_field=_SSE_BAD_FIELD,
 )
 NDJSON = Protocol(
     name="ndjson",
     content_type="application/x-ndjson",
     event_format="ndjson",
-    terminator=None,
-    path="/stream",
-    request_headers=(),
-    request_fields=_ANTHROPIC_BODY,
-    other="anthropic",
-    api=_api.PLAIN,
-    default_event_size=8,
     make_units=ndjson_units,
     error_event=_ndjson_error,
-    ping=b": ping\n\n",
     malformed_json=b'{"index":1,"text":"unterminated\n',
     malformed_field=b"not json\n",
 )
@@ -515,18 +500,10 @@ RAW = Protocol(
     name="raw",
     content_type="application/octet-stream",
     event_format="raw",
-    terminator=None,
-    path="/stream",
-    request_headers=(),
-    request_fields=_ANTHROPIC_BODY,
-    other="anthropic",
-    api=_api.PLAIN,
-    default_event_size=1024,
     make_units=raw_units,
     error_event=_raw_error,
-    ping=b": ping\n\n",
     malformed_json=encode_sse(_UNTERMINATED),
-    malformed_field=_SSE_BAD_FIELD,
+    default_event_size=1024,
 )
 _BY_NAME: dict[str, Protocol] = {p.name: p for p in (ANTHROPIC, OPENAI, NDJSON, RAW)}
 PROTOCOLS: tuple[str, ...] = tuple(_BY_NAME)  # the names the public API takes
