@@ -395,7 +395,9 @@ class Scenario:
             return _replayed(sc, sc.replay, attempt, key)
         units = Protocol.of(sc.protocol).units(sc.events, sc.event_size)
         rng = random.Random(f"{sc.seed}:{key}:{attempt}:gaps")
-        gaps = sc.gap.sample(rng, max(len(units) - 1, 0)) if isinstance(sc.gap, Gap) else []
+        gap = sc.gap
+        assert isinstance(gap, Gap)  # __post_init__ made every gap a Gap
+        gaps = gap.sample(rng, max(len(units) - 1, 0))
         return Plan(scenario=sc, units=units, gaps=gaps, attempt=attempt, key=key)
 
 
