@@ -8,7 +8,9 @@ events, NDJSON lines, raw bytes), notes the protocol's terminator, keeps the sta
 error body, stops at the first thing that makes the stream unusable, and gives the
 outcome. The HTTP framing (chunked, Content-Length, close-delimited) is decoded below
 it, by h11 inside httpcore; :func:`framing` names which one a response uses, and an
-EOF means a clean end or a cut body according to it.
+EOF means a clean end or a cut body according to it. The phase an attempt is in comes
+from here too: :func:`request_phase` before the headers (from httpcore's trace
+events), :func:`body_phase` after them.
 
 Facts go into the :class:`~kit.trace.Attempt` it was given (``chunk_t``, ``event_t``,
 ``saw_terminator``, ``truncated``...), so a reader can be fed before, while or after the
@@ -31,6 +33,7 @@ __all__ = [
     "BodyReader",
     "body_phase",
     "framing",
+    "request_phase",
     "note_truncation",
     "status_message",
 ]
@@ -49,6 +52,22 @@ def framing(headers: Mapping[str, str]) -> str:
     if "content-length" in headers:
         return "length"
     return "close"
+
+
+# httpcore's trace events that move an attempt on before its response headers
+_CONNECTED = frozenset({"connection.connect_tcp.complete", "http11.send_request_headers.started"})
+_HEADERS_WAIT = "http11.receive_response_headers.started"
+
+
+def request_phase(phase: str, event: str) -> str:
+    """The phase before the response headers after httpcore's trace ``event``: ``connect`` ->
+    ``send`` once connected (or a kept-alive connection starts sending), -> ``headers``
+    once the request is sent and the response is awaited; else ``phase`` unchanged."""
+    if phase == "connect" and event in _CONNECTED:
+        return "send"
+    if phase in ("connect", "send") and event == _HEADERS_WAIT:
+        return "headers"
+    return phase
 
 
 def body_phase(attempt: Attempt, before: str = "first_chunk") -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ._body import BodyReader, body_phase, framing, note_truncation
+from ._body import BodyReader, body_phase, framing, note_truncation, request_phase
 from ._classify import classify_exception, is_reset
 from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
@@ -292,13 +292,9 @@ async def _run_attempt(
         conn_events.append((name, t))
         if name == "connection.connect_tcp.complete":
             attempt.connected_from(info.get("return_value"))
-        if (
-            name in ("connection.connect_tcp.complete", "http11.send_request_headers.started")
-            and clock.phase == "connect"
-        ):
-            clock.enter("send", t)
-        elif name == "http11.receive_response_headers.started" and clock.phase == "send":
-            clock.enter("headers", t)
+        phase = request_phase(clock.phase, name)
+        if phase != clock.phase:
+            clock.enter(phase, t)
 
     protocol = Protocol.of(attempt.protocol)
     headers = {

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ._body import BodyReader, framing, note_truncation
+from ._body import BodyReader, framing, note_truncation, request_phase
 from ._classify import classify_exception
 from ._clock import now_ns, ns_to_s
 from ._errors import ConfigError
@@ -48,8 +48,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_CONNECT_DONE = ("connection.connect_tcp.complete", "http11.send_request_headers.started")
-_HEADERS_WAIT = "http11.receive_response_headers.started"
 _SKIP = ("http11.receive_response_body", "http2.receive_response_body")  # chunk times are recorded anyway
 
 
@@ -105,10 +103,7 @@ class _Observed:
         self.attempt.connection.append((name, t))
         if name == "connection.connect_tcp.complete" and hasattr(info, "get"):
             self.attempt.connected_from(info.get("return_value"))
-        if name in _CONNECT_DONE and self.phase == "connect":
-            self.phase = "send"
-        elif name == _HEADERS_WAIT:
-            self.phase = "headers"
+        self.phase = request_phase(self.phase, name)
 
     def end(self, how: str, exc: BaseException | None = None) -> None:
         if self.how == "open":

@@ -17,7 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit._body import ERROR_BODY_LIMIT, BodyReader, body_phase, framing, note_truncation, status_message
+from kit._body import (
+    ERROR_BODY_LIMIT,
+    BodyReader,
+    body_phase,
+    framing,
+    note_truncation,
+    request_phase,
+    status_message,
+)
 from kit.trace import Attempt, Outcome
 
 
@@ -399,6 +407,24 @@ def test_body_phase_from_what_was_seen():
     assert body_phase(a) == "stream"
     a.saw_terminator = True
     assert body_phase(a) == "done"
+
+
+@pytest.mark.parametrize(
+    ("phase", "event", "expected"),
+    [
+        ("connect", "connection.connect_tcp.started", "connect"),
+        ("connect", "connection.connect_tcp.complete", "send"),
+        ("connect", "http11.send_request_headers.started", "send"),  # a kept-alive connection: no connect
+        ("send", "connection.start_tls.complete", "send"),
+        ("send", "http11.send_request_body.complete", "send"),
+        ("send", "http11.receive_response_headers.started", "headers"),
+        ("headers", "http11.receive_response_headers.complete", "headers"),
+        ("headers", "connection.connect_tcp.complete", "headers"),  # never back
+        ("first_chunk", "http11.receive_response_headers.started", "first_chunk"),
+    ],
+)
+def test_request_phase_from_httpcore_trace_events(phase, event, expected):
+    assert request_phase(phase, event) == expected
 
 
 # ---------------------------------------------------------- split anywhere, same result
