@@ -315,7 +315,8 @@ class LocalMode:
                 writer_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await writer_task
-                log("client_closed", 0, now_ns(), now_ns())
+                t = now_ns()  # scheduled: when the write the server was waiting to make was due
+                log("client_closed", 0, t if log.next_due is None else log.next_due, t)
                 info["end"] = "client_closed"
         finally:
             if not watcher.done():
@@ -349,7 +350,7 @@ class LocalMode:
     ) -> str:
         """Execute the response's actions on time; returns how the response ended."""
         transport = writer.transport
-        due = t0_ns + int(response.headers_delay * 1e9)
+        due = log.next_due = t0_ns + int(response.headers_delay * 1e9)
         await _sleep_until(due)
         lines = [f"HTTP/1.1 {response.status} {response.reason}"]
         lines += [f"{k}: {v}" for k, v in response.headers]
@@ -369,7 +370,7 @@ class LocalMode:
         headers_ns = t
         chunked = response.framing == "chunked"
         for action in response.actions:
-            due = headers_ns + int(action.t * 1e9)
+            due = log.next_due = headers_ns + int(action.t * 1e9)
             if action.t > 0:
                 await _sleep_until(due)
             op = action.op
@@ -420,6 +421,7 @@ class LocalMode:
                 writer.close()
                 return "truncate"
             elif op == "hang":
+                log.next_due = None  # nothing more is planned
                 log("stall_start", 0, due, now_ns())
                 await self._hang(response, writer, log)
         return "end"  # pragma: no cover - every plan ends with a terminal action

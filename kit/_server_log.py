@@ -74,7 +74,7 @@ class ServerLog:
 class RequestLog:
     """Appends the entries of one request, numbered (``list.append`` is atomic under the GIL)."""
 
-    __slots__ = ("_append", "_append_request", "_attempt", "_conn", "_rid", "_scenario", "_seq")
+    __slots__ = ("_append", "_append_request", "_attempt", "_conn", "_rid", "_scenario", "_seq", "next_due")
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class RequestLog:
         self._append_request = mine.append
         self._rid, self._conn, self._scenario, self._attempt = rid, conn, scenario, attempt
         self._seq = 0
+        self.next_due: int | None = None  # when the write the server waits for is due (None: none planned)
 
     def __call__(self, kind: str, nbytes: int, scheduled_ns: int, t_ns: int, body_bytes: int = 0) -> None:
         """Log a write of ``nbytes`` on the wire, ``body_bytes`` of them payload (the rest framing or headers)."""

@@ -44,7 +44,7 @@ from ._errors import BundleError, ConfigError
 from ._folders import check_target, swap_in
 from ._redact import redact_text, redact_url
 from ._safejson import loads as safe_json
-from .tables import TABLES, conform
+from .tables import LATER_TABLES, SCHEMAS, TABLES, conform, empty
 
 __all__ = ["SCHEMA_VERSION", "read", "read_journal", "read_manifest", "save"]
 
@@ -278,6 +278,9 @@ def read(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dic
     tables = {}
     for name in TABLES:
         info = doc["tables"].get(name)
+        if info is None and name in LATER_TABLES:  # saved before the table existed: none of its rows
+            tables[name] = empty(SCHEMAS[name])
+            continue
         if not isinstance(info, dict) or "file" not in info:
             raise BundleError(f"{path / BUNDLE_JSON}: table {name!r} is not listed")
         rel = str(info["file"])

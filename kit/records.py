@@ -46,6 +46,9 @@ class ServerLogEntry:
     ``body_bytes`` the payload among them (what a client reads once the framing is
     removed; a request's body for ``request``). ``body_bytes`` is None in logs recorded
     before the server logged it (older journals and bundles).
+    For ``client_closed`` (the client went away first) ``scheduled_ns`` is when the write
+    the server was waiting to make was due (the headers, the first byte, the next event),
+    ``t_ns`` if it was waiting for nothing.
     """
 
     request_id: str

@@ -1,7 +1,7 @@
 """The result of many calls: the tidy tables of every trial, and streaming metrics.
 
 A :class:`Result` holds the tables of :mod:`kit.tables` (``trials``, ``attempts``,
-``chunks``, ``events``, ``server``, ``connection``, ``proxy``; columns and dtypes there)
+``chunks``, ``events``, ``server``, ``connection``, ``deadlines``, ``proxy``; columns and dtypes there)
 built from :mod:`kit.records` by :func:`kit.tables.build`, whatever their source: an
 :class:`~kit.Experiment` run, single traces (:meth:`Result.from_traces`), a HAR file,
 a CSV of chunk timestamps.
@@ -31,7 +31,7 @@ class Result:
     """What an :class:`~kit.Experiment` run produced: tidy tables, the config, the run's metadata.
 
     ``result.trials`` (one row per logical call), ``attempts``, ``chunks``, ``events``,
-    ``server``, ``connection``, ``proxy``; :meth:`metrics` gives named streaming metrics
+    ``server``, ``connection``, ``deadlines``, ``proxy``; :meth:`metrics` gives named streaming metrics
     per cell; :meth:`save` writes a bundle that :func:`kit.load` reads back equal.
     """
 
@@ -127,6 +127,11 @@ class Result:
     @property
     def connection(self) -> pd.DataFrame:
         return self.tables["connection"]
+
+    @property
+    def deadlines(self) -> pd.DataFrame:
+        """The deadlines the client armed, per attempt (empty for sources that do not record them)."""
+        return self.tables["deadlines"]
 
     @property
     def proxy(self) -> pd.DataFrame:

@@ -17,6 +17,10 @@ Tables (one row per ...):
 - ``attempts``: HTTP request (timings in s since the call start, status, framing, outcome).
 - ``chunks``, ``events``: received body chunk, parsed event.
 - ``server``: fault-server log entry; ``connection``: httpcore connection event.
+- ``deadlines``: a deadline the client armed (``phase``, ``cause``, ``limit_s``, due at
+  ``at_ns`` / ``t``) and whether it is the one that ``fired`` (ended the attempt); the
+  idle limit's re-arms at each chunk are one row, its last. Empty for attempts the kit
+  did not drive (SDKs, HAR, CSV) and for bundles saved before it was recorded.
 - ``proxy``: the forward log of each network proxy, with a leading ``network`` label.
 
 Every table has fixed dtypes (``str`` for text, ``int64``, ``float64``, ``bool``,
@@ -49,7 +53,7 @@ __all__ = [
     "traces_to_records",
 ]
 
-TABLES = ("trials", "attempts", "chunks", "events", "server", "connection", "proxy")
+TABLES = ("trials", "attempts", "chunks", "events", "server", "connection", "deadlines", "proxy")
 
 # The metric glossary: every named metric the kit reports, defined once.
 METRICS: dict[str, str] = {
@@ -198,6 +202,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "name": "str",
         "t_ns": "int64",
         "t": "float64",
+    },
+    "deadlines": {
+        "trial_id": "str",
+        "attempt": "int64",
+        "request_id": "str",
+        "phase": "str",
+        "cause": "str",
+        "limit_s": "float64",
+        "at_ns": "int64",
+        "t": "float64",
+        "fired": "bool",
     },
 }
 # the fault server's own log (FaultServer.log_df): one row per ServerLogEntry
@@ -352,6 +367,8 @@ LATER_COLUMNS: dict[str, tuple[str, ...]] = {
     "attempts": ("request_headers", "local_addr"),
     "server": ("body_bytes",),
 }
+# tables added after bundles were saved without them: such a bundle loads with the table empty
+LATER_TABLES = ("deadlines",)
 
 
 def _fidelity_cells(fid: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -381,7 +398,8 @@ def _timed(
 
 
 def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a: AttemptRecord) -> None:
-    """Append one attempt's rows to the column lists of the attempts, chunks, events, server, connection tables."""
+    """Append one attempt's rows to the column lists of the attempts, chunks, events, server, connection and
+    deadlines tables."""
     ct, et = list(a.chunk_t), list(a.event_t)
     _append(
         cols["attempts"],
@@ -445,6 +463,22 @@ def _attempt_rows(cols: dict[str, dict[str, list[Any]]], tid: str, start: int, a
     for name, t_ns in a.connection:
         row = {"trial_id": tid, "attempt": a.index, "request_id": a.request_id, "name": name}
         _append(cols["connection"], {**row, "t_ns": t_ns, "t": ns_to_s(t_ns - start)})
+    fired = a.fired
+    for d in a.deadlines:
+        _append(
+            cols["deadlines"],
+            {
+                "trial_id": tid,
+                "attempt": a.index,
+                "request_id": a.request_id,
+                "phase": d.phase,
+                "cause": d.cause,
+                "limit_s": d.limit_s,
+                "at_ns": d.at_ns,
+                "t": ns_to_s(d.at_ns - start),
+                "fired": d is fired,
+            },
+        )
 
 
 def traces_to_records(

@@ -423,6 +423,12 @@ class Trace:
         return self._view("connection")
 
     @property
+    def deadlines_df(self) -> pd.DataFrame:
+        """The deadlines the client armed, one row each: ``phase``, ``cause`` (the timeout),
+        ``limit_s``, when due (``t``, ``at_ns``), and ``fired`` (the one that ended its attempt)."""
+        return self._view("deadlines")
+
+    @property
     def attempts_df(self) -> pd.DataFrame:
         """One row per attempt: timings (s since the call start), status, framing, outcome."""
         return self._view("attempts")

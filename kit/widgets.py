@@ -298,23 +298,46 @@ class PolicyControls(_Controls):
 # -------------------------------------------------------------------- outcome line
 
 
-def _due_text(trace: Any, scenario: Scenario | None) -> str:
-    """When the server meant to send what the client gave up waiting for (from the plan and the server log)."""
-    o = trace.outcome
-    a = trace.attempt
-    sc = scenario.for_attempt(a.index) if scenario is not None else None
-    server = pd.DataFrame([{"kind": e.kind, "t_ns": e.t_ns, "scheduled_ns": e.scheduled_ns} for e in a.server_log])
-    if o.cause == "timeout.first_chunk" and sc is not None:
-        return f": the server's first byte was due at {sc.first_byte_delay:.2f} s"
-    if o.cause == "timeout.headers" and sc is not None:
-        return f": the server's headers were due at {sc.headers_delay:.2f} s"
-    if o.cause == "timeout.idle" and sc is not None:
-        stall = next((f for f in sc.faults if isinstance(f, Stall)), None)
-        if not a.chunk_t:
-            return f": the server's first byte was due at {sc.first_byte_delay:.2f} s"
-        if stall is not None and len(server) and (server["kind"] == "stall_start").any():
-            how = "forever" if stall.duration is None else f"for {stall.duration:.2f} s"
-            return f": the server stalled after {stall.after} events, {how}"
+# server log kinds that are not a write of the response (see kit.records.ServerLogEntry)
+_NOT_WRITES = frozenset({"accept", "request", "headers", "endless_headers", "stall_start", "client_closed", "error"})
+
+
+def _due_text(attempt: Any) -> str:
+    """When the server meant to send what the client gave up waiting for, from the server's log.
+
+    Its ``scheduled_ns`` says when each write was due; when the client went away first,
+    ``client_closed``'s says when the write the server was still waiting to make was due.
+    Empty when the attempt has no server log (another server) or the log cannot say.
+    """
+    log = list(attempt.server_log)
+    cause = attempt.outcome.cause if attempt.outcome is not None else ""
+    if not log:
+        return ""
+    at = {e.kind: e for e in log}
+    pending = at.get("client_closed")  # equal times: the server was waiting for nothing it had planned
+    due = pending.scheduled_ns if pending is not None and pending.scheduled_ns != pending.t_ns else None
+    request, headers = at.get("request"), at.get("headers")
+    writes = [e for e in log if e.kind not in _NOT_WRITES and e.nbytes > 0]
+    if cause == "timeout.headers" and request is not None:
+        when = headers.scheduled_ns if headers is not None else due
+        if when is not None:
+            return f": the server's headers were due at {(when - request.t_ns) / 1e9:.2f} s"
+        return ""
+    if headers is None:
+        return ""
+    if cause == "timeout.first_chunk" or (cause == "timeout.idle" and not attempt.chunk_t):
+        when = writes[0].scheduled_ns if writes else due
+        if when is not None:
+            return f": the server's first byte was due at {(when - headers.t_ns) / 1e9:.2f} s"
+        if "stall_start" in at:
+            return ": the server stalled before its first byte, with no end"
+        return ""
+    if cause == "timeout.idle":
+        if due is not None and writes:
+            quiet = (due - writes[-1].scheduled_ns) / 1e9
+            return f": the server stalled after {len(writes)} writes; its next was due {quiet:.2f} s after the last"
+        if "stall_start" in at:
+            return f": the server stalled after {len(writes)} writes, with no end"
         return ": the server (or the network) went quiet"
     return ""
 
@@ -322,7 +345,11 @@ def _due_text(trace: Any, scenario: Scenario | None) -> str:
 def describe_outcome(trace: Any, scenario: Scenario | None = None) -> str:
     """The outcome in plain words, e.g. ``first_chunk/timeout.first_chunk: timeout.first_chunk
     after 2.00 s: the server's first byte was due at 3.00 s`` (both counted from the
-    response headers, where the first-chunk limit starts)."""
+    response headers, where the first-chunk limit starts).
+
+    The limit is the deadline the client recorded as fired; when the server meant to
+    write comes from its log (``scheduled_ns``), so it is what this attempt met, not a
+    replay of the scenario. ``scenario`` is accepted for older calls and not used."""
     o = trace.outcome
     s = trace.summary()
     head = f"{o.phase}/{o.cause}"
@@ -336,7 +363,7 @@ def describe_outcome(trace: Any, scenario: Scenario | None = None) -> str:
         fired = trace.attempt.fired
         limit = fired.limit_s if fired is not None else None
         text = f"{head}: {o.cause} after {limit:.2f} s" if limit is not None else f"{head}: {o.cause}"
-        text += _due_text(trace, scenario)
+        text += _due_text(trace.attempt)
     else:
         text = f"{head}: {o.message}" if o.message else head
     got = int(s["chunks"])
@@ -475,6 +502,7 @@ class Explorer(w.VBox):
                 proxy.set(**net)  # live: applies to open connections too
                 url = proxy.url_for(url)
             trace = await astream(url, policy=policy)
+            await trace.attempt.await_server_log()  # the server notes a client that went away a moment later
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bad combination of knobs: say so, keep the kernel alive

@@ -279,3 +279,12 @@ def test_a_bundle_from_before_payload_bytes_and_local_addresses_loads_without_th
     assert loaded.attempts["local_addr"].isna().all()
     assert loaded.server["body_bytes"].isna().all() and str(loaded.server["body_bytes"].dtype) == "Int64"
     pd.testing.assert_series_equal(loaded.server["nbytes"], result.server["nbytes"])
+
+
+def test_a_bundle_from_before_recorded_deadlines_loads_with_none(result, saved):
+    assert len(result.deadlines) and result.deadlines["fired"].dtype == bool
+    assert kit.load(saved).deadlines.equals(result.deadlines)
+    _age(saved, drop_tables=["deadlines"])
+    loaded = kit.load(saved)
+    assert len(loaded.deadlines) == 0 and list(loaded.deadlines.columns) == list(result.deadlines.columns)
+    assert len(loaded.trials) == len(result.trials)

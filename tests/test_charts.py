@@ -195,6 +195,37 @@ def test_timeline_draws_the_fired_deadline_and_the_fault(traces):
     assert any(r.get("cause") == "timeout.first_chunk" for r in rows)
 
 
+def _deadline_rows(chart) -> list[dict]:
+    return [r for d in _datasets(_spec(chart)) for r in d if "limit" in r]
+
+
+def test_timeline_draws_the_recorded_deadlines_not_the_policy(result):
+    from kit.result import Result
+
+    recorded = result.deadlines
+    assert set(recorded["cause"]) >= {"timeout.first_chunk", "timeout.idle"} and recorded["fired"].sum() == 2
+    moved = dict(result.tables)
+    moved["deadlines"] = recorded.assign(t=recorded["t"] + 0.05)  # a recorded instant the policy cannot give
+    drawn = {(r["row"], r["limit"]): r["t"] for r in _deadline_rows(kc.timeline(Result(moved, {}, {})))}
+    slow = recorded[recorded["fired"] & (recorded["cause"] == "timeout.first_chunk")].iloc[0]
+    assert drawn[("slow_first_byte #1", "first_chunk")] == pytest.approx(slow["t"] + 0.05)
+    # without recorded deadlines (an old bundle, an SDK's attempts): none drawn, none guessed from policy.*
+    old = dict(result.tables)
+    old["deadlines"] = recorded.iloc[:0]
+    assert "policy.first_chunk" in result.trials and _deadline_rows(kc.timeline(Result(old, {}, {}))) == []
+
+
+def test_timeline_draws_no_pending_deadline_of_a_completed_stream(server, traces):
+    ok = kit.stream(server.url_for("ok"), policy=kit.Policy(first_chunk=0.2, idle=0.1))
+    (idle,) = [d for d in ok.attempt.deadlines if d.cause == "timeout.idle"]  # armed after the last chunk
+    assert (idle.at_ns - ok.start_ns) / 1e9 < 2 * ok.duration  # within the drawn horizon, yet not drawn
+    rows = _deadline_rows(kc.timeline(ok))
+    assert [r["limit"] for r in rows] == ["first_chunk"] and rows[0]["status"].startswith("met")
+    stall = _deadline_rows(kc.timeline(traces["stall"]))
+    # no first_chunk limit: idle covered the wait for the first byte (met), then fired mid-stream
+    assert [(r["limit"], r["status"][:3]) for r in stall] == [("idle", "met"), ("idle", "fir")]
+
+
 def test_cumulative_bytes_starts_at_zero_and_flat_for_no_chunks(traces):
     spec = _spec(kc.cumulative_bytes([traces["ok"], traces["slow"]]))
     rows = [r for d in _datasets(spec) for r in d]

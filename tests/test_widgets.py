@@ -121,11 +121,34 @@ def test_scenario_controls_follow_the_preset():
         ex.close()
 
 
+def _settled(trace):
+    asyncio.run(trace.attempt.await_server_log())  # the server notes the client went away a moment later
+    return trace
+
+
 def test_describe_outcome_plain_words(server):
-    trace = kit.stream(server.url_for("slow_first_byte"), policy=kit.Policy(first_chunk=0.2))
-    text = describe_outcome(trace, kit.Scenario.preset("slow_first_byte"))
+    trace = _settled(kit.stream(server.url_for("slow_first_byte"), policy=kit.Policy(first_chunk=0.2)))
+    text = describe_outcome(trace)
     assert text.startswith("first_chunk/timeout.first_chunk: timeout.first_chunk after 0.20 s")
     assert "first byte was due at 3.00 s" in text
+
+
+def test_describe_outcome_reads_when_bytes_were_due_from_the_server_log(server):
+    sc = kit.Scenario(events=6, gap=0.01, faults=(kit.Stall(after=3, duration=1.0),), name="pause")
+    trace = _settled(kit.stream(server.url_for(sc), policy=kit.Policy(idle=0.2)))
+    (closed,) = [e for e in trace.attempt.server_log if e.kind == "client_closed"]
+    assert closed.scheduled_ns > closed.t_ns  # the write the server still meant to make
+    assert "stalled after" in describe_outcome(trace) and "due 1.0" in describe_outcome(trace)
+    # the log, not the scenario: a different scenario passed in changes nothing
+    assert describe_outcome(trace, kit.Scenario.preset("ok")) == describe_outcome(trace)
+    forever = _settled(
+        kit.stream(server.url_for(sc.replace(faults=(kit.Stall(after=3),), name="hang")), policy=kit.Policy(idle=0.2))
+    )
+    assert "with no end" in describe_outcome(forever)
+    slow = _settled(kit.stream(server.url_for("slow_headers"), policy=kit.Policy(headers=0.2)))
+    assert describe_outcome(slow).endswith(
+        f"headers were due at {kit.Scenario.preset('slow_headers').headers_delay:.2f} s (0 chunks, 0 bytes received)"
+    )
 
 
 @pytest.mark.slow

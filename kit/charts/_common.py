@@ -8,7 +8,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from ._tables import LIMITS, Tables, num
+from ..policy import TIMEOUTS
+from ._tables import Tables, num
 
 MAX_ROWS = 4000
 """Rows per chart dataset at most (altair refuses more than 5,000 inline rows)."""
@@ -114,7 +115,7 @@ def _unit(col: str) -> str:
     name = col.split(".")[-1]
     if "bandwidth" in name or name.endswith("rate"):
         return f"{col} (bytes/s)"
-    if name in (*LIMITS, "latency", "jitter", "gap", "stall", "duration", "wait") or name.endswith(
+    if name in (*TIMEOUTS, "latency", "jitter", "gap", "stall", "duration", "wait") or name.endswith(
         ("_delay", "_s", "delay", "timeout")
     ):
         return f"{col} (s)"

@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ConfigError
-from ..policy import TIMEOUTS
 from ..tables import build, traces_to_records
 
-LIMITS = TIMEOUTS  # the client's limits (kit.policy.TIMEOUTS)
 # Server log kinds that mark where a fault acted (see kit/server.py ServerLogEntry).
 FAULT_LOG_KINDS = ("stall_start", "close", "reset", "truncate", "error", "malformed")
 
@@ -36,6 +34,7 @@ class Tables:
     trials: pd.DataFrame
     proxy: pd.DataFrame | None = None
     events: pd.DataFrame | None = None
+    deadlines: pd.DataFrame | None = None  # the deadlines the client armed (kit.tables), None if unknown
     start_ns: dict[str, int] = field(default_factory=dict)  # per trial (Traces only): the call's clock zero
 
     @property
@@ -94,20 +93,15 @@ def from_result(result: Any) -> Tables:
 
 def _from_frames(frame: Any) -> Tables:
     """Tables from ``frame(name)``, which gives each table of a Result (or None)."""
-    trials = _with_trial(frame("trials"))
-    attempts = _with_trial(frame("attempts"))
-    # The policy's limits live in the trials table (flattened); the timeline needs them per attempt.
-    limit_cols = [f"policy.{k}" for k in LIMITS if f"policy.{k}" in trials.columns and f"policy.{k}" not in attempts]
-    if len(attempts) and limit_cols:
-        attempts = attempts.merge(trials[["trial_id", *limit_cols]], on="trial_id", how="left")
-    proxy = frame("proxy")
+    proxy, deadlines = frame("proxy"), frame("deadlines")
     return Tables(
         chunks=_with_trial(frame("chunks")),
-        attempts=attempts,
+        attempts=_with_trial(frame("attempts")),
         server=_with_trial(frame("server")),
-        trials=trials,
+        trials=_with_trial(frame("trials")),
         proxy=None if proxy is None else _with_trial(proxy),
         events=_with_trial(frame("events")),
+        deadlines=None if deadlines is None else _with_trial(deadlines),
     )
 
 

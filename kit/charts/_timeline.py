@@ -21,7 +21,7 @@ from ._common import (
     _title,
     _x_zoom,
 )
-from ._tables import FAULT_LOG_KINDS, LIMITS, num, tables, thin_in_time
+from ._tables import FAULT_LOG_KINDS, tables, thin_in_time
 
 # -------------------------------------------------------------------- timeline
 
@@ -37,10 +37,14 @@ def timeline(
 
     The bar spans the attempt (start to end) coloured by its outcome cause; black ticks
     are body chunks; points mark connected / headers / first chunk; red ticks are the
-    policy's deadlines where they would fire (connect, headers, first_chunk or idle
-    while waiting for the first byte, idle after the last chunk, total), drawn when they
-    fall within twice the longest attempt; purple triangles are faults the server
-    injected (stall, close, reset, truncate, error event).
+    deadlines the client armed (``result.deadlines``, recorded by the client, never
+    recomputed from the policy): solid for the one that fired and ended the attempt,
+    faint for one its phase met in time (the tooltip gives the margin). A deadline still
+    pending when the attempt ended for another reason (the idle limit after a stream's
+    last chunk, the total limit of a call that completed) is not drawn, nor one beyond
+    twice the longest attempt. Inputs without recorded deadlines (an SDK's or a HAR's
+    attempts, bundles saved before they were recorded) draw none. Purple triangles are
+    faults the server injected (stall, close, reset, truncate, error event).
 
     Large inputs: the first ``max_attempts`` attempts are drawn (the subtitle says how
     many were left out), and chunk ticks are **aggregated per time bin**: above
@@ -55,11 +59,11 @@ def timeline(
     att = _timeline_attempts(t.attempts, t.chunks, max_attempts, notes)
     rows = list(att["row"])
     key = dict(zip(zip(att["trial_id"].astype(str), att["attempt"].astype("int64"), strict=True), rows, strict=True))
-    ticks, last_chunk = _chunk_ticks(t.chunks, key, notes)
+    ticks = _chunk_ticks(t.chunks, key, notes)
     y = alt.Y("row:N", title=None, sort=rows)
     layers = [_span_layer(att, y), *_tick_layers(ticks, y), *_milestone_layers(att, y)]
     if deadlines:
-        layers += _deadline_layers(att, last_chunk, y)
+        layers += _deadline_layers(att, t.deadlines, y)
     layers += _fault_layers(t.server, key, y)
     return alt.layer(*layers).properties(
         width=width, height=max(60, 34 * len(rows)), title=_title(title, "; ".join(notes) or None)
@@ -90,16 +94,14 @@ def _timeline_attempts(att: pd.DataFrame, ch: pd.DataFrame, max_attempts: int, n
     return att
 
 
-def _chunk_ticks(ch: pd.DataFrame, key: dict, notes: list[str]) -> tuple[pd.DataFrame, pd.Series]:
-    """Chunk ticks of the drawn attempts (thinned per time bin above MAX_ROWS), and each
-    attempt's last chunk time."""
+def _chunk_ticks(ch: pd.DataFrame, key: dict, notes: list[str]) -> pd.DataFrame:
+    """Chunk ticks of the drawn attempts (thinned per time bin above MAX_ROWS)."""
     if not len(ch):
-        return pd.DataFrame({"row": [], "t": [], "t_last": [], "count": []}), pd.Series(dtype="float64")
+        return pd.DataFrame({"row": [], "t": [], "t_last": [], "count": []})
     ch = ch[["trial_id", "attempt", "t", *[c for c in ("seq", "size") if c in ch.columns]]]
     if len(key) < len(ch[["trial_id", "attempt"]].drop_duplicates()):
         idx = pd.MultiIndex.from_frame(ch[["trial_id", "attempt"]].astype({"trial_id": str, "attempt": "int64"}))
         ch = ch[idx.isin(list(key))]
-    last_chunk = ch.groupby(["trial_id", "attempt"], sort=False)["t"].max()
     agg: dict[str, Any] = {"t": "min", "t_last": ("t", "max")}
     if "size" in ch.columns:
         agg["bytes"] = ("size", "sum")
@@ -109,7 +111,7 @@ def _chunk_ticks(ch: pd.DataFrame, key: dict, notes: list[str]) -> tuple[pd.Data
     if ticks["count"].max() > 1:
         notes.append(f"{len(ch):,} chunks drawn as {len(ticks):,} ticks (one per time bin)")
     ticks["row"] = [key.get((str(a), int(b))) for a, b in zip(ticks["trial_id"], ticks["attempt"], strict=True)]
-    return ticks.drop(columns=["trial_id"]), last_chunk
+    return ticks.drop(columns=["trial_id"])
 
 
 def _span_layer(att: pd.DataFrame, y: alt.Y) -> alt.Chart:
@@ -168,41 +170,38 @@ def _milestone_layers(att: pd.DataFrame, y: alt.Y) -> list[alt.Chart]:
     ]
 
 
-def _deadlines(r: pd.Series, last_chunk: pd.Series) -> list[dict]:
-    """Where each of the policy's limits would fire for one attempt, and its status."""
-    lim = {k: num(r.get(f"policy.{k}")) for k in LIMITS}
-    start, end = r["start"], r["end"]
-    connected = r["connected"] if not np.isnan(r["connected"]) else start
-    first_name = "first_chunk" if not np.isnan(lim["first_chunk"]) else "idle"
-    lc = last_chunk.get((r["trial_id"], r["attempt"]), np.nan) if len(last_chunk) else np.nan
-    # (limit, its seconds, when it would fire, when its phase ended: NaN if still waiting at the end)
-    cand = [
-        ("connect", lim["connect"], start + lim["connect"], r["connected"]),
-        ("headers", lim["headers"], connected + lim["headers"], r["headers"]),
-        (first_name, lim[first_name], r["headers"] + lim[first_name], r["first_chunk"]),
-        ("idle", lim["idle"], lc + lim["idle"], np.nan),
-        ("total", lim["total"], lim["total"], np.nan),
-    ]
+# the attempt's column holding when each phase that arms a deadline ended (NaN: it never did)
+_PHASE_END = {"connect": "connected", "send": "headers", "headers": "headers", "first_chunk": "first_chunk"}
+
+
+def _deadline_rows(att: pd.DataFrame, recorded: pd.DataFrame | None) -> list[dict]:
+    """The recorded deadlines worth drawing: the one that fired, and those whose phase met them."""
+    if recorded is None or not len(recorded):
+        return []
+    rows = {(str(r["trial_id"]), int(r["attempt"])): r for _, r in att.iterrows()}
     out = []
-    for name, limit, at, phase_end in cand:
-        if np.isnan(at):
+    for d in recorded.itertuples(index=False):
+        r = rows.get((str(d.trial_id), int(d.attempt)))
+        if r is None:
             continue
-        if not np.isnan(phase_end):
-            status = f"met: the phase ended {at - phase_end:.3f} s before it"
-        elif r["cause"] == f"timeout.{name}":
+        name = str(d.cause).removeprefix("timeout.")
+        if bool(d.fired):
             status = "fired"
         else:
-            status = f"not reached: the attempt ended at {end:.3f} s"
+            ended = r.get(_PHASE_END.get(str(d.phase), ""), np.nan)
+            if pd.isna(ended) or ended > d.t:
+                continue  # still pending when the attempt ended for another reason: nothing to show
+            status = f"met: the {str(d.phase).replace('_', ' ')} phase ended {d.t - ended:.3f} s before it"
         out.append(
-            {"row": r["row"], "limit": name, "seconds": limit, "t": at, "status": status, "fired": status == "fired"}
+            {"row": r["row"], "limit": name, "seconds": d.limit_s, "t": d.t, "status": status, "fired": bool(d.fired)}
         )
     return out
 
 
-def _deadline_layers(att: pd.DataFrame, last_chunk: pd.Series, y: alt.Y) -> list[alt.Chart]:
-    """Red ticks where the deadlines would fire, within twice the longest attempt."""
+def _deadline_layers(att: pd.DataFrame, recorded: pd.DataFrame | None, y: alt.Y) -> list[alt.Chart]:
+    """Red ticks at the recorded deadlines (fired: solid; met: faint), within twice the longest attempt."""
     horizon = 2 * float(np.nanmax(att["end"].to_numpy(dtype="float64"))) + 0.1
-    lines = [d for _, r in att.iterrows() for d in _deadlines(r, last_chunk) if d["t"] <= horizon]
+    lines = [d for d in _deadline_rows(att, recorded) if d["t"] <= horizon]
     if not lines:
         return []
     base = alt.Chart(pd.DataFrame(lines)).encode(
@@ -212,7 +211,7 @@ def _deadline_layers(att: pd.DataFrame, last_chunk: pd.Series, y: alt.Y) -> list
             "row",
             alt.Tooltip("limit:N", title="timeout"),
             alt.Tooltip("seconds:Q", title="limit (s)", format=".3g"),
-            alt.Tooltip("t:Q", title="would fire at (s)", format=".4f"),
+            alt.Tooltip("t:Q", title="due at (s)", format=".4f"),
             alt.Tooltip("status:N", title="deadline"),
         ],
         opacity=alt.condition("datum.fired", alt.value(1.0), alt.value(0.35)),
