@@ -335,9 +335,9 @@ def _due_text(attempt: Any) -> str:
     if cause == "timeout.idle":
         if due is not None and writes:
             quiet = (due - writes[-1].scheduled_ns) / 1e9
-            return f": the server stalled after {len(writes)} writes; its next was due {quiet:.2f} s after the last"
+            return f": the server stalled after {len(writes)} events; its next was due {quiet:.2f} s after the last"
         if "stall_start" in at:
-            return f": the server stalled after {len(writes)} writes, with no end"
+            return f": the server stalled after {len(writes)} events, with no end"
         return ": the server (or the network) went quiet"
     return ""
 
