@@ -35,6 +35,7 @@ import ipywidgets as w
 import pandas as pd
 
 from . import charts
+from ._clock import ns_to_s
 from ._errors import ConfigError
 from .charts._common import _label
 from .charts._output import EMBED_OPTIONS
@@ -321,20 +322,20 @@ def _due_text(attempt: Any) -> str:
     if cause == "timeout.headers" and request is not None:
         when = headers.scheduled_ns if headers is not None else due
         if when is not None:
-            return f": the server's headers were due at {(when - request.t_ns) / 1e9:.2f} s"
+            return f": the server's headers were due at {ns_to_s(when - request.t_ns):.2f} s"
         return ""
     if headers is None:
         return ""
     if cause == "timeout.first_chunk" or (cause == "timeout.idle" and not attempt.chunk_t):
         when = writes[0].scheduled_ns if writes else due
         if when is not None:
-            return f": the server's first byte was due at {(when - headers.t_ns) / 1e9:.2f} s"
+            return f": the server's first byte was due at {ns_to_s(when - headers.t_ns):.2f} s"
         if "stall_start" in at:
             return ": the server stalled before its first byte, with no end"
         return ""
     if cause == "timeout.idle":
         if due is not None and writes:
-            quiet = (due - writes[-1].scheduled_ns) / 1e9
+            quiet = ns_to_s(due - writes[-1].scheduled_ns)
             return f": the server stalled after {len(writes)} events; its next was due {quiet:.2f} s after the last"
         if "stall_start" in at:
             return f": the server stalled after {len(writes)} events, with no end"
