@@ -311,6 +311,33 @@ def test_a_cut_body_is_closed(wire, expected):
     assert a.error is not None and "RemoteProtocolError" in a.error
 
 
+@pytest.mark.parametrize("frame", ["chunked", "length"])
+def test_eof_at_every_byte_of_a_delimited_body_is_a_cut(frame):
+    wire = response(frame, OK_BODY)
+    for n in range(len(head(frame, OK_BODY)), len(wire)):
+        assert outcome(read(wire[:n]))[1] == "closed", n
+    assert outcome(read(wire)) == ("done", "ok")
+
+
+def test_eof_at_every_byte_of_a_close_delimited_body_ends_it():
+    parts = (START, DELTA, PING, DELTA, STOP)
+    bounds = {sum(map(len, parts[:i])) for i in range(1, len(parts))}
+    for n in range(1, len(OK_BODY)):
+        a = read(head("close") + OK_BODY[:n])
+        expected = ("stream", "ended") if n in bounds else ("stream", "malformed")
+        assert outcome(a) == expected, (n, a.outcome)
+    assert outcome(read(head("close") + OK_BODY)) == ("done", "ok")
+    assert outcome(read(head("close"))) == ("first_chunk", "ended")
+
+
+@pytest.mark.parametrize("frame", ["chunked", "length", "close"])
+def test_every_single_cut_gives_what_the_whole_gives(frame):
+    wire = head("chunked") + chunked(START, DELTA, PING, STOP) if frame == "chunked" else response(frame, OK_BODY)
+    whole = result(read(wire))
+    for n in range(1, len(wire)):
+        assert result(read(wire, cuts=[n])) == whole, n
+
+
 def test_a_close_delimited_body_ends_at_eof():
     assert outcome(read(head("close") + OK_BODY)) == ("done", "ok")
     assert outcome(read(head("close") + START)) == ("stream", "ended")
