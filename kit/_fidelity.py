@@ -271,6 +271,78 @@ class LagMonitor:
             worst = max(worst, min(pending, end - start_ns))
         return ns_to_s(worst)
 
+    def typical_lag(self, start_ns: int, end_ns: int, quantile: float = 0.9) -> float:
+        """The ``quantile`` of the heartbeats' lateness in ``[start_ns, end_ns]``, in seconds.
+
+        Where :meth:`lag_between` gives the worst stretch (one preemption of the process
+        by a shared machine is enough), this says how late the loop *usually* ran: what
+        a loop busy with too many trials raises and a rare hiccup does not. The runner's
+        adaptive concurrency steers on it (:mod:`kit.experiment._scheduler`).
+        """
+        ts, lates = self._ordered()
+        lo, hi = bisect_left(ts, start_ns), bisect_right(ts, end_ns)
+        if lo >= hi:
+            return self.pending_late_ns() / 1e9
+        window = sorted(lates[k] for k in range(lo, hi))
+        return window[min(len(window) - 1, int(quantile * len(window)))] / 1e9
+
+    def lag_at(self, stamps: Iterable[int], start_ns: int, end_ns: int) -> float:
+        """The most any of ``stamps`` (ns, taken on this loop during ``[start_ns, end_ns]``)
+        may have been taken late because the loop was busy, in seconds (a maximum).
+
+        A heartbeat that ran at ``f``, ``L`` late, means the loop ran no callback from
+        ``f - L`` to ``f``; late heartbeats in a row are one busy stretch (the loop came
+        back to a backlog and worked it off), which ends when a heartbeat runs on time
+        (within one period: a wake-up takes some microseconds): at its due time the loop
+        was free again. A chunk that arrived in a stretch was stamped as the loop worked
+        through the backlog, up to ``stamp - stretch start`` after it arrived (never
+        counting from before the call began). A stamp outside every stretch was taken
+        by a loop that had just proved it was free: late by less than one period.
+        Unlike :meth:`lag_between`, a stall between two stamps (the loop blocked while
+        the call was waiting anyway) distorts no figure and is not counted.
+        """
+        marks = sorted(stamps)
+        if not marks:
+            return 0.0
+        worst = 0
+        reach = self.period_ns
+        joins = self.period_ns + self.granularity_ns  # a beat due right after the last one ran
+
+        def judge(began: int, free: int) -> None:
+            nonlocal worst
+            began = max(began, start_ns)
+            lo, hi = bisect_left(marks, began), bisect_left(marks, free)
+            if lo < hi:
+                worst = max(worst, marks[hi - 1] - began)
+
+        ts, lates = self._ordered()
+        began: int | None = None  # the start of the busy stretch in progress
+        last = 0  # its latest late beat
+        for k in range(bisect_left(ts, start_ns), len(ts)):
+            f, late = ts[k], lates[k]
+            if late <= reach:  # on time: the loop was free at this beat's due time
+                if began is not None:
+                    judge(began, f - late)
+                    began = None
+                if f > end_ns + reach:
+                    break
+                continue
+            if began is not None and f - late <= last + joins:
+                last = f  # the same stretch: this beat fell due while the loop was still busy
+                continue
+            if began is not None:
+                judge(began, f - late)
+            if f - late > end_ns:
+                began = None
+                break  # later stretches began after the call ended (t grows with k)
+            began, last = f - late, f
+        if began is not None:
+            judge(began, marks[-1] + 1)
+        pending = self.pending_late_ns()  # asked from the loop: a stretch still in progress
+        if pending and marks[-1] >= now_ns() - pending:
+            worst = max(worst, marks[-1] - max(now_ns() - pending, start_ns))
+        return worst / 1e9
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<LagMonitor {state} period={self.period_ns / 1e6:g}ms samples={self._n}>"

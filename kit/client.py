@@ -154,10 +154,21 @@ async def astream(
             await asyncio.sleep(wait)
     finally:
         trace.end_ns = now_ns()
-        trace.client_lag_s = monitor.lag_between(trace.start_ns)
+        trace.client_lag_s = monitor.lag_at(_stamps(trace), trace.start_ns, trace.end_ns)
         if own_client:
             await client.aclose()
     return trace
+
+
+def _stamps(trace: Trace) -> list[int]:
+    """Every instant the call recorded (connection steps, headers, chunks, ends): what the
+    client's loop lag could have made late (:meth:`kit._fidelity.LagMonitor.lag_at`)."""
+    marks: list[int] = [trace.end_ns] if trace.end_ns is not None else []
+    for a in trace.attempts:
+        marks.extend(t for _, t in a.connection)
+        marks.extend(a.chunk_t)
+        marks.extend(t for t in (a.headers_ns, a.end_ns) if t is not None)
+    return marks
 
 
 @functools.cache

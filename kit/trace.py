@@ -256,7 +256,7 @@ class Trace:
     policy: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] | None = None
     label: str | None = None
-    client_lag_s: float | None = None  # the most the client's loop ran late during the call
+    client_lag_s: float | None = None  # the most the client's loop lag may have delayed any of the call's stamps
     setup_s: float = 0.0  # the client's set-up before start_ns (one-off warm-up, building a client)
 
     # -- outcome -----------------------------------------------------------------

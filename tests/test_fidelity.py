@@ -67,6 +67,32 @@ def test_a_blocked_loop_shows_its_block_and_only_inside_the_window():
     assert monitor.lag_between(mid, now_ns()) <= BLOCK_S / 2 + 0.01
 
 
+def test_a_stamp_counts_a_block_only_if_it_was_taken_as_the_loop_came_back():
+    async def main():
+        monitor = LagMonitor.for_running_loop()
+        await asyncio.sleep(0.01)
+        start = now_ns()
+        time.sleep(BLOCK_S)  # a chunk arriving now would be stamped when the block ends
+        await asyncio.sleep(0)
+        right_after = now_ns()
+        await asyncio.sleep(0.02)
+        quiet = now_ns()  # stamped long after the loop came back
+        time.sleep(BLOCK_S)  # a block with no stamp after it inside the call
+        end = now_ns()
+        await asyncio.sleep(0.01)
+        return monitor, start, right_after, quiet, end
+
+    monitor, start, right_after, quiet, end = run_sync(main())
+    period = monitor.period_ns / 1e9
+    assert monitor.lag_at([start, right_after], start, quiet) >= BLOCK_S - period
+    # the same call, had it stamped nothing as the loop came back, was not made late
+    assert monitor.lag_at([start, quiet], start, quiet) < BLOCK_S / 2
+    # the window alone (lag_between) counts a block whether or not a stamp followed it
+    assert monitor.lag_between(quiet, end) >= BLOCK_S - period
+    assert monitor.lag_at([quiet, end], quiet, end) >= BLOCK_S - period  # `end` came right after it
+    assert monitor.lag_at([], start, end) == 0.0
+
+
 def test_the_ring_is_bounded():
     async def main():
         monitor = LagMonitor(asyncio.get_running_loop(), period=0.0005, size=16)

@@ -7,8 +7,11 @@ driver does itself when told to, e.g. with ``server=``):
   pacing clock allows it: starts are spaced by ``typical trial duration / cap``, so
   trials spread evenly over time instead of starting in synchronized waves whose
   connects and headers queue behind each other on the loop.
-- **Adaptive concurrency.** :class:`Concurrency` watches the loop's lag (a heartbeat's
-  lateness, :class:`kit._fidelity.LagMonitor`) in short windows: while the lag stays
+- **Adaptive concurrency.** :class:`Concurrency` watches the loop's typical lag (the 90th
+  percentile of a heartbeat's lateness, :meth:`kit._fidelity.LagMonitor.typical_lag`) in
+  short windows: a loop with too many trials runs late at most beats, while one
+  preemption of the process by a shared machine makes one beat late and is no reason
+  to back off (the trials it hit are flagged all the same). While the lag stays
   well inside the fidelity budget and the cap is what limits, the cap grows (doubling
   at first, then one at a time); when the lag exceeds the budget it shrinks by a
   third. ``settled`` is the cap the run held in its second half.
@@ -174,7 +177,7 @@ async def run_trials(
             busy = busy or len(running) >= concurrency.cap
             peak = max(peak, len(running))
             if t - window_start >= WINDOW * 1e9:
-                concurrency.observe(monitor.lag_between(window_start, t), busy, peak)
+                concurrency.observe(monitor.typical_lag(window_start, t), busy, peak)
                 if on_window is not None:
                     on_window(concurrency)
                 window_start, busy, peak = t, len(running) >= concurrency.cap, len(running)
