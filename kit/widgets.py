@@ -37,7 +37,7 @@ import pandas as pd
 from . import charts
 from ._clock import ns_to_s
 from ._errors import ConfigError
-from .charts._common import _label
+from .charts._grid import axis_labels
 from .charts._output import EMBED_OPTIONS
 from .client import astream
 from .policy import TIMEOUTS, Policy
@@ -721,16 +721,16 @@ class SweepPanel(w.VBox):
 
     def _first_cell(self) -> tuple[str, str]:
         tr = self.result.trials
-        x = _label(tr[self.x.value].iloc[0])
-        y = _label(tr[self.y.value].iloc[0]) if self.y.value != self.x.value else "all"
+        x = axis_labels(tr, self.x.value).iloc[0]
+        y = axis_labels(tr, self.y.value).iloc[0] if self.y.value != self.x.value else "all"
         return x, y
 
     def cell_trials(self, x: str, y: str) -> pd.DataFrame:
         """The trials of the cell whose axis labels are ``x`` and ``y`` (as on the heatmap)."""
         tr = self.result.trials
-        mask = tr[self.x.value].astype("object").map(_label) == x
+        mask = axis_labels(tr, self.x.value) == x
         if self.y.value != self.x.value:
-            mask &= tr[self.y.value].astype("object").map(_label) == y
+            mask &= axis_labels(tr, self.y.value) == y
         return tr[mask]
 
     def show_cell(self, x: str, y: str) -> None:

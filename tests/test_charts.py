@@ -3,6 +3,7 @@ table and a 1,000,000-chunk table, within its time budget, and exports PNG/SVG."
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 
@@ -255,6 +256,38 @@ def test_outcome_heatmap_shares_and_selection():
     assert any(p.get("name") == "cell" for p in spec["params"])
     with pytest.raises(kit.ConfigError):
         kc.outcome_heatmap(trials, "policy.nope")
+
+
+def test_outcome_heatmap_marks_trials_over_the_fidelity_budget_and_names_direct_as_the_table_does():
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(8)],
+            "network": ["direct"] * 4 + ["lan"] * 4,
+            "network.name": [None] * 4 + ["lan"] * 4,
+            "policy.first_chunk": [1.0, 1.0, 2.0, 2.0] * 2,
+            "cause": ["ok", "timeout.first_chunk", "ok", "ok", "ok", "ok", "ok", "ok"],
+            "phase": "done",
+            "ok": True,
+            "within_budget": [True, False, True, True, True, True, False, False],
+        }
+    )
+    spec = _spec(kc.outcome_heatmap(trials, "policy.first_chunk", "network.name"))
+    cells = {(r["x"], r["y"]): r for r in _datasets(spec)[0]}
+    assert {y for _, y in cells} == {"direct", "lan"}  # not "none": the trials table calls it direct
+    # the flagged timeout is left out of its cell's shares, and the cell says so
+    assert cells[("1", "direct")]["outcome"] == "ok" and cells[("1", "direct")]["share"] == 1.0
+    assert cells[("1", "direct")]["flagged"] == 1 and cells[("1", "direct")]["note"] == "1 over budget"
+    assert cells[("2", "lan")]["text"] == "all 2 over budget" and cells[("2", "lan")]["n"] == 0
+    assert cells[("2", "direct")]["flagged"] == 0 and cells[("2", "direct")]["note"] == ""
+    assert "3 trials over the kit's fidelity budget left out" in _titles(spec)
+    assert '"strokeDash": [4, 3]' in json.dumps(spec)  # the dashed outline of the flagged cells
+    mixed = {
+        (r["x"], r["y"]): r
+        for r in _datasets(
+            _spec(kc.outcome_heatmap(trials, "policy.first_chunk", "network.name", within_budget=False))
+        )[0]
+    }
+    assert mixed[("1", "direct")]["share"] == 0.5 and mixed[("1", "direct")]["flagged"] == 1
 
 
 def test_attempts_gantt_shows_backoff_waits():
