@@ -22,6 +22,7 @@ CHARTS = {
     "gaps_ecdf_log": lambda d: kc.gaps(d, kind="ecdf", log=True),
     "first_chunk_ecdf": kc.first_chunk_ecdf,
     "ttfb_ecdf": kc.ttfb_ecdf,
+    "latency_ecdf": kc.latency_ecdf,
     "outcome_heatmap": kc.outcome_heatmap,
     "attempts_gantt": kc.attempts_gantt,
 }
@@ -112,6 +113,7 @@ def big_result(n_chunks: int = 1_000_000, n_trials: int = 200) -> SimpleNamespac
             "ok": attempts["ok"],
             "ttfb_s": 0.02,
             "first_chunk_s": rng.uniform(0.04, 0.06, n_trials),
+            "duration_s": ends.reindex(tids).to_numpy(),
         }
     )
     server = pd.DataFrame(
@@ -225,6 +227,14 @@ def test_timeline_draws_no_pending_deadline_of_a_completed_stream(server, traces
     stall = _deadline_rows(kc.timeline(traces["stall"]))
     # no first_chunk limit: idle covered the wait for the first byte (met), then fired mid-stream
     assert [(r["limit"], r["status"][:3]) for r in stall] == [("idle", "met"), ("idle", "fir")]
+
+
+def test_latency_ecdf_defaults_to_end_to_end_latency_not_first_chunk(result):
+    default = _spec(kc.latency_ecdf(result, within_budget=False))  # (a busy machine flags trials)
+    first = _spec(kc.latency_ecdf(result, metric="first_chunk_s", within_budget=False))
+    assert default != first and "end-to-end latency" in _titles(default)
+    values = sorted(r["value"] for d in _datasets(default) for r in d)
+    assert values == sorted(result.trials["duration_s"])  # every call has a duration, failed ones too
 
 
 def test_cumulative_bytes_starts_at_zero_and_flat_for_no_chunks(traces):

@@ -135,20 +135,25 @@ _METRIC_TITLES = {
     "ttfb_s": "time to first byte (response headers)",
     "first_chunk_s": "time to first chunk (first body byte)",
     "first_event_s": "time to first event",
-    "duration_s": "call duration",
+    "duration_s": "end-to-end latency (call duration)",
 }
 
 
 def latency_ecdf(
     data: Any,
     *,
-    metric: str = "first_chunk_s",
+    metric: str = "duration_s",
     by: str | None = None,
     width: int = WIDTH,
     within_budget: bool = True,
 ) -> alt.Chart:
-    """ECDF of a per-call latency (``ttfb_s``, ``first_chunk_s``, ``first_event_s``,
-    ``duration_s``) per cell, from the trials table (one value per call).
+    """ECDF of a per-call latency per cell, from the trials table (one value per call).
+
+    ``metric``: ``duration_s`` by default, the end-to-end latency (call start to its end,
+    retries and waits included; vLLM's E2EL, ``e2e_s`` in ``Result.metrics()``), or
+    ``ttfb_s``, ``first_chunk_s``, ``first_event_s`` (:func:`ttfb_ecdf` and
+    :func:`first_chunk_ecdf` are those two), or any numeric column of the trials table.
+    A failed call has a duration too, so that curve reaches 100%.
 
     ``within_budget`` (default): calls the kit itself distorted beyond its fidelity
     budget (``within_budget`` False in an experiment's trials) are left out, and the
