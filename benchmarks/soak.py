@@ -64,6 +64,7 @@ from kit.network import (
     Stall,
     Timeout,
 )
+from kit._child import settle_heap
 from kit.proxy import NetworkProxy
 
 POLICY = kit.Policy(connect=2, headers=0.5, first_chunk=0.5, idle=0.5, total=3)
@@ -186,8 +187,11 @@ def causes_of(causes: dict[str, int], cause: str) -> int:
 
 
 def _clients(n: int) -> list[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    return [httpx.AsyncClient(timeout=httpx.Timeout(None), limits=limits, trust_env=False) for _ in range(n)]
+    # the runner's own single-connection clients: they share one TLS context (building
+    # one per client costs ~50 ms of loop each: 200 clients blocked the loop for 5-10 s)
+    from kit.experiment._scheduler import _client
+
+    return [_client() for _ in range(n)]
 
 
 async def _storm(
@@ -297,6 +301,7 @@ async def arun_soak(
         warm = plan(0, max(len(scs) * len(routes), min(1000, trials // 10)))
         await _storm(warm, concurrency, isolate, {}, [], [], False)
         _release_logs(server, proxies)
+        settle_heap()  # as the kit's workers do: a full collection of this heap blocks the loop 100-250 ms
         await _settle(server, proxies, {"fds": 10**9})
         before = _state(server, proxies, memory)
         await _settle(server, proxies, before)

@@ -290,54 +290,37 @@ class LagMonitor:
         """The most any of ``stamps`` (ns, taken on this loop during ``[start_ns, end_ns]``)
         may have been taken late because the loop was busy, in seconds (a maximum).
 
-        A heartbeat that ran at ``f``, ``L`` late, means the loop ran no callback from
-        ``f - L`` to ``f``; late heartbeats in a row are one busy stretch (the loop came
-        back to a backlog and worked it off), which ends when a heartbeat runs on time
-        (within one period: a wake-up takes some microseconds): at its due time the loop
-        was free again. A chunk that arrived in a stretch was stamped as the loop worked
-        through the backlog, up to ``stamp - stretch start`` after it arrived (never
-        counting from before the call began). A stamp outside every stretch was taken
-        by a loop that had just proved it was free: late by less than one period.
-        Unlike :meth:`lag_between`, a stall between two stamps (the loop blocked while
-        the call was waiting anyway) distorts no figure and is not counted.
+        A heartbeat due at ``d`` that ran at ``f`` means the loop ran no callback from
+        ``d`` to ``f``: a chunk that arrived then was seen by the loop's next poll and
+        stamped up to ``stamp - d`` after it arrived. The loop works such a backlog off
+        over the next iteration or two (a socket's callback, then the task it wakes), so
+        a stamp counts against a late beat until the beat after it has run, if that one
+        was late too (the loop still catching up), else until the next beat was due.
+        Stamps outside every such window were taken by a loop that had just proved it
+        was free: late by less than one period, or one iteration of a busy loop. Unlike
+        :meth:`lag_between`, a stall between two stamps (the loop blocked while the call
+        was waiting anyway) distorts no figure and is not counted.
         """
         marks = sorted(stamps)
         if not marks:
             return 0.0
         worst = 0
-        reach = self.period_ns
-        joins = self.period_ns + self.granularity_ns  # a beat due right after the last one ran
-
-        def judge(began: int, free: int) -> None:
-            nonlocal worst
-            began = max(began, start_ns)
-            lo, hi = bisect_left(marks, began), bisect_left(marks, free)
+        reach = self.period_ns  # beats up to one period late are on time (a wake-up costs microseconds)
+        after = self.period_ns + self.granularity_ns  # the most the next beat may come after one, on time
+        ts, lates = self._ordered()
+        n = len(ts)
+        for k in range(bisect_left(ts, start_ns), n):
+            f, late = ts[k], lates[k]
+            due = f - late
+            if due > end_ns:
+                break  # later beats fell due after the call ended (t grows with k)
+            if late <= reach:
+                continue
+            until = ts[k + 1] if k + 1 < n and lates[k + 1] > reach else f + after
+            began = max(due, start_ns)
+            lo, hi = bisect_left(marks, began), bisect_right(marks, until)
             if lo < hi:
                 worst = max(worst, marks[hi - 1] - began)
-
-        ts, lates = self._ordered()
-        began: int | None = None  # the start of the busy stretch in progress
-        last = 0  # its latest late beat
-        for k in range(bisect_left(ts, start_ns), len(ts)):
-            f, late = ts[k], lates[k]
-            if late <= reach:  # on time: the loop was free at this beat's due time
-                if began is not None:
-                    judge(began, f - late)
-                    began = None
-                if f > end_ns + reach:
-                    break
-                continue
-            if began is not None and f - late <= last + joins:
-                last = f  # the same stretch: this beat fell due while the loop was still busy
-                continue
-            if began is not None:
-                judge(began, f - late)
-            if f - late > end_ns:
-                began = None
-                break  # later stretches began after the call ended (t grows with k)
-            began, last = f - late, f
-        if began is not None:
-            judge(began, marks[-1] + 1)
         pending = self.pending_late_ns()  # asked from the loop: a stretch still in progress
         if pending and marks[-1] >= now_ns() - pending:
             worst = max(worst, marks[-1] - max(now_ns() - pending, start_ns))

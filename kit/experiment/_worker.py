@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._child import settle_heap
 from .._params import canonical
 from ._grid import Grid
 from ._plan import network_seed, trial_id, trial_seed
@@ -72,6 +73,9 @@ def run_chunk(spec: ChunkSpec) -> ChunkResult:
     server = _worker_server()
     proxies = {c.network_label: _worker_proxy(server, exp, c.network) for c in exp.cells if c.network is not None}
     urls = {c.index: _url(server, proxies, c) for c in exp.cells}
+    if not _WORKER.get("heap_settled"):  # once per process: full collections stay cheap (kit._child.settle_heap)
+        settle_heap()
+        _WORKER["heap_settled"] = True
     key = ("concurrency", spec.concurrency, spec.budget)
     control = _WORKER.get(key)
     if control is None:  # kept between chunks, so a worker does not ramp up from scratch each time
