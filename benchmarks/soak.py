@@ -52,6 +52,7 @@ import httpx
 import numpy as np
 
 import kit
+from kit._child import settle_heap
 from kit.network import (
     Bandwidth,
     Latency,
@@ -64,7 +65,6 @@ from kit.network import (
     Stall,
     Timeout,
 )
-from kit._child import settle_heap
 from kit.proxy import NetworkProxy
 
 POLICY = kit.Policy(connect=2, headers=0.5, first_chunk=0.5, idle=0.5, total=3)
