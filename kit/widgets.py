@@ -54,7 +54,11 @@ __all__ = [
 ]
 
 _STYLE = {"description_width": "130px"}
-_LAYOUT = w.Layout(width="330px")
+_LAYOUT = w.Layout(width="290px")
+# the three control columns keep their width (a column squeezed by its neighbours cut its
+# dropdowns off on the right) and wrap onto a second row when the notebook is narrow
+_COLUMN = w.Layout(flex="0 0 auto", margin="0 10px 0 0")
+_COLUMNS = w.Layout(flex_flow="row wrap")
 
 # Fault kinds the explorer's "fault" dropdown offers, as (label -> builder(after)).
 FAULTS: dict[str, Callable[[int], Any] | None] = {
@@ -112,7 +116,7 @@ class _Controls(w.VBox):
         self.controls = controls
         self._callbacks: list[Callable[[], None]] = []
         self._quiet = False
-        super().__init__([w.HTML(f"<b>{title}</b>"), *controls.values()])
+        super().__init__([w.HTML(f"<b>{title}</b>"), *controls.values()], layout=_COLUMN)
         for c in controls.values():
             c.observe(self._changed, names="value")
 
@@ -275,8 +279,8 @@ class PolicyControls(_Controls):
         controls["retry_before_first_chunk"] = w.Checkbox(
             value=policy.retry_before_first_chunk,
             description="retry before first chunk",
-            style=_STYLE,
-            layout=_LAYOUT,
+            indent=False,  # its label in full (indented, 130 px of a 290 px row cut it off)
+            layout=w.Layout(width="290px", margin="2px 0 0 60px"),
         )
         self._base = policy
         super().__init__("Policy (client): timeouts, 0 = none", controls)
@@ -414,7 +418,7 @@ class Explorer(w.VBox):
         self.scenario_controls = scenario_controls or ScenarioControls(preset)
         self.network_controls = network_controls or NetworkControls()
         self.policy_controls = policy_controls or PolicyControls(policy)
-        self.outcome = w.HTML(value="<i>not run yet</i>", layout=w.Layout(margin="6px 0"))
+        self.outcome = w.HTML(value="<i>not run yet</i>", layout=w.Layout(margin="6px 0", flex="1 1 auto"))
         self.status = w.HTML(value="")
         self.timeline = _jupyter_chart(charts.timeline([]))
         self.cumulative = _jupyter_chart(charts.cumulative_bytes([]))
@@ -428,7 +432,8 @@ class Explorer(w.VBox):
         self._proxy: Any = None
         self._task: asyncio.Task[Any] | None = None
         self._gen = 0
-        controls = w.HBox([self.scenario_controls, self.network_controls, self.policy_controls])
+        controls = w.HBox([self.scenario_controls, self.network_controls, self.policy_controls], layout=_COLUMNS)
+        self.status.layout = w.Layout(flex="0 0 auto", margin="6px 0 6px 12px")  # never squeezed into two lines
         super().__init__([controls, w.HBox([self.outcome, self.status]), self.timeline, self.cumulative])
         for part in (self.scenario_controls, self.network_controls, self.policy_controls):
             part.on_change(self.rerun)
@@ -522,7 +527,9 @@ class Explorer(w.VBox):
         self.last_latency_s = time.perf_counter() - t0
         color = "#2ca02c" if trace.ok else "#d62728"
         self.outcome.value = f"<b style='color:{color}'>{html.escape(describe_outcome(trace, scenario))}</b>"
-        self.status.value = f"<span style='color:#888'>&nbsp;run {self.runs}, {trace.duration:.2f} s</span>"
+        self.status.value = (
+            f"<span style='color:#888; white-space:nowrap'>run {self.runs}, {trace.duration:.2f} s</span>"
+        )
 
 
 # ------------------------------------------------------------------------ SweepPanel

@@ -194,6 +194,7 @@ def test_timeline_draws_the_fired_deadline_and_the_fault(traces):
     assert (
         fired and abs(fired[0]["t"] - (traces["slow"].attempt.headers_ns - traces["slow"].start_ns) / 1e9 - 0.3) < 1e-6
     )
+    assert fired[0]["left"]  # at the right edge its label goes left of the tick (the plot clips it)
     assert any(r.get("kind") == "close" for r in rows)  # the injected FIN
     assert any(r.get("cause") == "timeout.first_chunk" for r in rows)
 

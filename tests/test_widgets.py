@@ -57,6 +57,19 @@ def test_explorer_flips_between_first_chunk_timeout_and_ok():
     run(main())
 
 
+def test_explorer_layout_keeps_every_control_whole():
+    ex = Explorer("ok", autorun=False)
+    try:
+        columns = ex.children[0]
+        assert columns.layout.flex_flow == "row wrap"  # narrow notebooks wrap, never squeeze
+        assert all(c.layout.flex == "0 0 auto" for c in columns.children)
+        assert ex.status.layout.flex == "0 0 auto"  # "run 2, 1.52 s" on one line
+        box = ex.policy_controls.controls["retry_before_first_chunk"]
+        assert box.indent is False  # its whole label shows
+    finally:
+        ex.close()
+
+
 def test_a_superseded_run_is_cancelled():
     async def main():
         ex = Explorer("slow_first_byte", autorun=False)

@@ -204,6 +204,10 @@ def _deadline_layers(att: pd.DataFrame, recorded: pd.DataFrame | None, y: alt.Y)
     lines = [d for d in _deadline_rows(att, recorded) if d["t"] <= horizon]
     if not lines:
         return []
+    # a label near the right edge goes left of its tick: the plot clips marks (x-zoom) and cut it off
+    right = 0.7 * max(float(np.nanmax(att["end"].to_numpy(dtype="float64"))), max(d["t"] for d in lines))
+    for d in lines:
+        d["left"] = d["t"] > right
     base = alt.Chart(pd.DataFrame(lines)).encode(
         x="t:Q",
         y=y,
@@ -218,7 +222,12 @@ def _deadline_layers(att: pd.DataFrame, recorded: pd.DataFrame | None, y: alt.Y)
     )
     return [
         base.mark_tick(color="#d62728", thickness=2, size=24),
-        base.mark_text(color="#d62728", align="left", dx=3, dy=-9, fontSize=9).encode(text="limit:N"),
+        base.mark_text(color="#d62728", align="left", dx=3, dy=-9, fontSize=9)
+        .encode(text="limit:N")
+        .transform_filter("!datum.left"),
+        base.mark_text(color="#d62728", align="right", dx=-3, dy=-9, fontSize=9)
+        .encode(text="limit:N")
+        .transform_filter("datum.left"),
     ]
 
 
