@@ -31,7 +31,7 @@ import pandas as pd
 
 import kit
 
-ZERO = kit.Scenario(protocol="anthropic", events=50, name="zero_delay")  # 10 ms gaps, no first-byte delay
+ZERO = kit.Scenario(protocol="anthropic", events=50, gap=0.01, name="zero_delay")  # no first-byte delay
 STREAM = kit.Scenario(protocol="anthropic", events=50, gap=0.01, name="stream_10ms")
 ONE_SECOND = kit.Scenario(events=44, gap=0.02, name="one_second")  # 50 units, 49 gaps of 20 ms
 SHORT = kit.Scenario(events=4, gap=0.002, faults=(kit.Close(after=2),), fault_probability=0.3, name="short")

@@ -193,9 +193,42 @@ async def _warm() -> None:
     for name in _LAZY_IMPORTS:
         with contextlib.suppress(ImportError):  # another httpx/httpcore version: less to warm
             importlib.import_module(name)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context()):
-        pass
+    async with httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context()) as client:
+        await _first_request(client)
     _warmed = True
+
+
+async def _first_request(client: httpx.AsyncClient) -> None:
+    """One streamed request to a throwaway loopback server: the code a request runs for
+    the first time in a process (connecting, the h11 state machines, streaming a chunked
+    body, tracing) does its one-off work here, not in the first call's TTFB."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"10\r\nevent: x\ndata: {}\n\n\r\n0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    async def on_trace(name: str, info: Mapping[str, Any]) -> None:
+        pass
+
+    try:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    except OSError:
+        return  # no loopback socket to spare: the first call pays its own way, as before
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            url = f"http://127.0.0.1:{port}/warm"
+            async with client.stream("POST", url, json={}, extensions={"trace": on_trace}) as response:
+                async for _ in response.aiter_raw():
+                    pass
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1)
 
 
 def _new_attempt(trace: Trace, index: int, method: str, target: str, wait_before: float = 0.0) -> Attempt:
