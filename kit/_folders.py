@@ -67,8 +67,31 @@ def _foreign_entries(path: Path) -> list[str]:
                 q = p / sub
                 if q.is_symlink() or not q.is_file() or not sub.endswith(TABLE_SUFFIXES):
                     foreign.append(f"tables/{sub}")
+        elif entry == "parts" and p.is_dir():  # a run's worker journals and Parquet parts
+            foreign += [f"parts/{x}" for x in _foreign_parts(p)]
         elif not p.is_file():
             foreign.append(entry + "/")
+    return foreign
+
+
+def _foreign_parts(path: Path) -> list[str]:
+    """Entries of a run's ``parts`` folder kit does not write: it holds ``chunk-<n>.jsonl``
+    files and ``part-<n>/`` (or a hidden ``.part-<n>...tmp/`` being written) of ``.parquet`` files."""
+    foreign = []
+    for entry in sorted(os.listdir(path)):
+        p = path / entry
+        if p.is_symlink():
+            foreign.append(entry)
+        elif entry.startswith("chunk-") and entry.endswith(".jsonl") and p.is_file():
+            continue
+        elif entry.startswith(("part-", ".part-")) and p.is_dir():
+            foreign += [
+                f"{entry}/{f}"
+                for f in sorted(os.listdir(p))
+                if (p / f).is_symlink() or not (p / f).is_file() or not f.endswith(".parquet")
+            ]
+        else:
+            foreign.append(entry)
     return foreign
 
 

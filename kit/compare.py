@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._errors import BundleError, ConfigError
 from .bundle import BUNDLE_JSON, read, read_journal, read_manifest
-from .experiment import CONFIG_FILE, JOURNAL, Experiment
+from .experiment import CONFIG_FILE, JOURNAL, PARTS, Experiment
 from .result import Result
 
 __all__ = ["compare", "load", "rerun"]
@@ -27,7 +27,9 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
 
     Checks every table's checksum, row count and columns; any problem raises
     :class:`~kit.BundleError` naming the file. ``recover=True`` rebuilds a Result from
-    the ``trials.jsonl`` journal of a run that never finished (no ``bundle.json``).
+    what a run that never finished (no ``bundle.json``) left: its ``trials.jsonl`` journal
+    and, under ``parts/``, its workers' chunk journals and Parquet parts (a trial in
+    several is kept once; nothing pickled is read).
     """
     path = Path(path)
     if recover and not (path / BUNDLE_JSON).exists():
@@ -36,14 +38,24 @@ def load(path: str | Path, *, recover: bool = False) -> Result:
 
 
 def _recover(path: Path) -> Result:
+    from .experiment._parts import read_folder
+
     config, records = read_journal(path, CONFIG_FILE, JOURNAL)
     try:
         experiment = Experiment.from_dict(config)
     except (ValueError, ConfigError, TypeError, AttributeError) as exc:
         raise BundleError(f"{path / CONFIG_FILE}: unreadable experiment config ({exc})") from None
+    # the workers' chunk journals and Parquet parts of trials the driver had not journalled
+    more, parts = read_folder(path / PARTS)
+    cells = {c.index for c in experiment.cells}
+    for i, p in enumerate(parts):
+        stray = set(p["trials"]["cell"].tolist()) - cells
+        if stray:
+            raise BundleError(f"{path / PARTS}: part {i} has trials of cells this experiment lacks ({sorted(stray)})")
     meta = {"interrupted": True, "recovered": True, "trials_planned": len(experiment)}
     try:
-        return experiment.result_of(records, meta=meta)
+        unique = {r["trial_id"]: r for r in [*more, *records]}  # a trial in both: the driver's line
+        return experiment.result_of(list(unique.values()), meta=meta, parts=parts)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         # a journal line that parses as JSON but is not a trial record
         raise BundleError(f"{path / JOURNAL}: a record has the wrong shape ({type(exc).__name__}: {exc})") from None

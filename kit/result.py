@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .records import CellLabels, TrialRecord
-from .tables import STREAM_METRICS, TABLES, build, proxy_table, traces_to_records
+from .tables import STREAM_METRICS, TABLES, build, merge, proxy_table, traces_to_records
 
 __all__ = ["STREAM_METRICS", "TABLES", "Result"]
 
@@ -52,19 +52,24 @@ class Result:
         config: Mapping[str, Any] | None = None,
         meta: Mapping[str, Any] | None = None,
         proxy_logs: Mapping[str, pd.DataFrame | None] | None = None,
+        parts: Sequence[Mapping[str, pd.DataFrame]] = (),
     ) -> Result:
         """A Result of trial records (or their ``to_dict`` form) in ``cells``.
 
         ``config`` is the experiment's (empty for other sources); ``meta`` gets
         ``trials_done`` and the cells' labels; ``proxy_logs`` maps a network label to
-        its proxy's forward log.
+        its proxy's forward log. ``parts``: tables already built from more trials of the
+        same cells (a worker's Parquet parts), merged in (:func:`kit.tables.merge`; a
+        trial also among ``records`` is kept once).
         """
         records = [TrialRecord.coerce(r) for r in records]
         tables, _ = build(records, cells)
+        if parts:
+            tables = merge([tables, *parts], cells)
         tables["proxy"] = proxy_table(proxy_logs or {})
         meta = dict(meta or {})
-        meta.setdefault("trials_planned", len(records))
-        meta["trials_done"] = len(records)
+        meta.setdefault("trials_planned", len(tables["trials"]))
+        meta["trials_done"] = len(tables["trials"])
         meta["cells"] = [c.to_dict() for c in cells]
         return cls(tables, dict(config or {}), meta)
 

@@ -49,6 +49,7 @@ __all__ = [
     "TABLES",
     "build",
     "conform",
+    "merge",
     "proxy_table",
     "traces_to_records",
 ]
@@ -315,6 +316,51 @@ def build(
         cols["trials"][k], trial_schema[k] = _param_dtype(cols["trials"][k])
     out = {name: typed(cols[name], trial_schema if name == "trials" else SCHEMAS[name]) for name in cols}
     return {name: out[name] for name in TABLES if name in out}, trial_schema
+
+
+def merge(parts: Sequence[Mapping[str, pd.DataFrame]], cells: Sequence[CellLabels]) -> dict[str, pd.DataFrame]:
+    """The tables (all but ``proxy``) of several :func:`build` results, as one ``build`` of all their records.
+
+    For tables built where the trials ran (a worker's Parquet parts): equal, dtypes
+    included, to building every record here. Trials are ordered by (cell, trial), every
+    other table's rows by their trial in that order (a trial's own rows keep theirs);
+    the parameter columns get the dtype the values of all parts give them (a part of
+    one cell may have typed them narrower). A trial in several parts is kept once (the first).
+    """
+    parts = [p for p in parts if len(p["trials"])]
+    if not parts:
+        return build([], cells)[0]
+    seen: set[str] = set()
+    kept = []  # per part: its tables, only the rows of trials no earlier part had
+    for p in parts:
+        ids = p["trials"]["trial_id"]
+        new = ~ids.isin(seen)
+        if not new.all():
+            keep = set(ids[new])
+            p = {name: df[df["trial_id"].isin(keep)] for name, df in p.items() if name in SCHEMAS or name == "trials"}
+        seen.update(ids)
+        kept.append(p)
+    fixed = [*TRIAL_HEAD, *TRIAL_TAIL]
+    trials = pd.concat([p["trials"][fixed] for p in kept], ignore_index=True)
+    trials = trials.sort_values(["cell", "trial"], kind="stable").reset_index(drop=True)
+    param_cols = param_columns(cells)
+    schema = {**TRIAL_HEAD, **dict.fromkeys(param_cols, ""), **TRIAL_TAIL}
+    by_cell = {c.index: c for c in cells}
+    params: dict[str, list[Any]] = {}
+    for k in param_cols:  # as build does: the cell's value per row, one dtype for the column
+        params[k], schema[k] = _param_dtype([by_cell[c].params.get(k) for c in trials["cell"].tolist()])
+    trials = pd.concat([trials, typed(params, {k: schema[k] for k in param_cols})], axis=1)
+    out = {"trials": conform(trials, schema)}
+    rank = pd.Series(np.arange(len(trials)), index=trials["trial_id"].to_numpy())
+    for name, table_schema in SCHEMAS.items():
+        frames = [p[name] for p in kept if len(p[name])]
+        if not frames:
+            out[name] = empty(table_schema)
+            continue
+        df = pd.concat(frames, ignore_index=True)
+        order = np.argsort(df["trial_id"].map(rank).to_numpy(), kind="stable")
+        out[name] = conform(df.iloc[order].reset_index(drop=True), table_schema)
+    return {name: out[name] for name in TABLES if name in out}
 
 
 def _append(cols: dict[str, list[Any]], row: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import kit
-from kit.experiment import JOURNAL, Experiment
+from kit.experiment import JOURNAL, PARTS, Experiment
 
 JITTERY = kit.Scenario(events=6, gap=kit.Gap.uniform(0.002, 0.02), name="jittery")
 # faults on about half the trials, decided per trial from the seed
@@ -48,11 +48,16 @@ def alone(grid):
 def assert_same_trials(a: kit.Result, b: kit.Result) -> None:
     pd.testing.assert_frame_equal(a.trials[SAME], b.trials[SAME])
     pd.testing.assert_frame_equal(schedule(a), schedule(b))
+    for name in kit.result.TABLES[:-1]:  # every table but the proxies' logs: same columns and dtypes
+        assert dict(a.tables[name].dtypes) == dict(b.tables[name].dtypes), name
+    for name in ("attempts", "events"):  # rows per trial in the same order (socket reads and connection events vary)
+        pd.testing.assert_series_equal(a.tables[name]["trial_id"], b.tables[name]["trial_id"], obj=name)
 
 
 def test_default_run_uses_worker_processes(grid, alone):
     result = grid.run(progress=False)
     assert result.meta["executor"].startswith("local processes") and result.meta["workers"] >= 1
+    assert result.meta["streamed"] == len(grid)  # the kit's own pool streams each trial as it finishes
     assert result.complete and len(result.trials) == len(grid)
     assert_same_trials(alone, result)
     coin = result.trials[result.trials["scenario"] == "coin"]
@@ -64,6 +69,7 @@ def test_a_process_pool_executor_equals_one_process(grid, alone):
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
         result = grid.run(executor=ex, progress=False)
     assert "ProcessPoolExecutor" in result.meta["executor"]
+    assert result.meta["streamed"] == 0  # every trial came back in a Parquet part
     assert_same_trials(alone, result)
 
 
@@ -76,6 +82,7 @@ def test_a_dask_local_cluster_equals_one_process(grid, alone):
     ):
         result = grid.run(executor=client, progress=False)
     assert result.meta["executor"].startswith("dask") and len(result.meta["concurrency_by_worker"]) >= 1
+    assert result.meta["streamed"] == 0
     assert_same_trials(alone, result)
 
 
@@ -108,6 +115,33 @@ def test_ctrl_c_keeps_every_finished_trial_and_the_bundle_loads(tmp_path):
     assert saved.meta["interrupted"] is True
     rest = exp.run(8, resume=saved, progress=False)  # one call runs what is missing
     assert rest.complete and list(rest.trials["trial_id"]) == exp.trial_ids()
+
+
+def test_interrupting_an_executor_run_keeps_the_trials_of_its_parts(tmp_path):
+    out = tmp_path / "run"
+    exp = Experiment(scenarios=[kit.Scenario(events=2, first_byte_delay=0.1, gap=0)], trials=40, seed=6)
+    seen: set[str] = set()
+
+    def interrupt_when_started() -> None:  # the workers journal each trial under parts/ as it finishes
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = [x for f in (out / PARTS).glob("chunk-*.jsonl") for x in f.read_text().splitlines()[:-1]]
+            if len(lines) >= 3:
+                seen.update(json.loads(x)["trial_id"] for x in lines)
+                break
+            time.sleep(0.02)
+        _thread.interrupt_main()
+
+    with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        watcher = threading.Thread(target=interrupt_when_started, daemon=True)
+        watcher.start()
+        with pytest.warns(UserWarning, match="interrupted: kept"):
+            result = exp.run(4, executor=ex, out=out, progress=False)
+        watcher.join()
+    assert seen and seen <= set(result.trials["trial_id"]) and len(result.trials) < 40
+    assert result.meta["streamed"] == 0 and result.trials["ok"].all()
+    saved = kit.load(out)
+    assert saved.equals(result) and not (out / PARTS).exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="kills a worker with SIGKILL")

@@ -8,8 +8,9 @@
   :mod:`._pool` of local worker processes, any ``concurrent.futures.Executor``, a Dask
   ``Client``), one progress bar, stopping, lost trials.
 - :mod:`._worker`: a chunk in a worker process, with its own fault server and proxies.
+- :mod:`._parts`: the Parquet parts a worker returns (the tables of its trials), read back.
 - :mod:`._scheduler`: trials on one event loop: staggered starts, adaptive concurrency.
-- :mod:`._journal`: ``trials.jsonl``, the bundle, resuming.
+- :mod:`._journal`: ``trials.jsonl``, the run folder, the bundle, resuming.
 
 See ``docs/architecture.md`` ("Running an experiment") for how they fit together.
 """

@@ -4,8 +4,11 @@ The driver process does no client work: it splits the trials into chunks, submit
 :func:`kit.experiment._worker.run_chunk` for each to an executor (the kit's own
 :class:`~kit.experiment._pool.LocalPool` by default, any ``concurrent.futures.Executor``, or a
 Dask ``Client`` through ``client.get_executor()``), journals each finished trial,
-and advances one progress bar. Records come back with each chunk's result, or at once
-while it runs when the worker can stream them (the local pool).
+and advances one progress bar. Trials come back at once while a chunk runs when the
+worker can stream them (the local pool: one record each, journalled to ``trials.jsonl``),
+else with the chunk's result as Parquet parts (the tables of its trials, built by the
+worker: :mod:`kit.experiment._parts`; saved under ``out/parts/`` until the bundle is). The
+Result merges both (:func:`kit.tables.merge`): the same tables as a single-process run.
 
 Stopping (Ctrl-C, a kernel interrupt, a cancelled ``arun``): chunks not started are
 cancelled and the driver creates the stop file that running chunks poll (workers on
@@ -13,8 +16,10 @@ this machine see it at once; a chunk on another machine runs to its end), then w
 for them: every trial that finished is kept. A second interrupt stops waiting.
 
 A worker that dies: the trials it had finished are kept (streamed, or read back from
-its chunk's part journal when that folder is shared), the rest are listed in
-``result.meta["lost"]``; ``experiment.run(resume=result)`` runs just those.
+its chunk's JSON-line journal when that folder is shared), the rest are listed in
+``result.meta["lost"]``; ``experiment.run(resume=result)`` runs just those. A part that
+cannot be read is the same: its chunk's journal stands in, and what it lacks is lost,
+named in ``meta["errors"]`` and ``meta["lost"]``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._errors import BundleError
+from . import _parts
 from ._plan import trial_id
 from ._worker import ChunkSpec, run_chunk
 
@@ -51,11 +58,14 @@ def is_dask_client(obj: Any) -> bool:
 
 
 class Collected:
-    """What the driver gathered: records by trial id, proxy logs, per-worker concurrency."""
+    """What the driver gathered: streamed records by trial id, the tables of parts, proxy
+    logs, per-worker concurrency."""
 
     def __init__(self, journal: Any, bar: Any, expected: set[str] | None = None) -> None:
         self.expected = expected
         self.records: dict[str, dict[str, Any]] = {}
+        self.parts: list[dict[str, Any]] = []
+        self.ids: set[str] = set()  # every trial recorded, streamed or in a part
         self.proxy: dict[str, list[Any]] = {}
         self.settled: dict[str, int] = {}
         self.lag_p99: dict[str, float] = {}
@@ -69,17 +79,33 @@ class Collected:
     def add(self, rec: dict[str, Any]) -> None:
         with self._lock:
             tid = rec["trial_id"]
-            if tid in self.records or (self.expected is not None and tid not in self.expected):
+            if tid in self.ids or (self.expected is not None and tid not in self.expected):
                 return  # a chunk rerun after its worker died; a chunk of an earlier, stopped run
             self.records[tid] = rec
+            self.ids.add(tid)
             if self._journal is not None:
                 self._journal.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 self._journal.flush()
         self._bar.update(1)
 
+    def add_part(self, tables: dict[str, Any]) -> None:
+        """The tables of a chunk's trials (a decoded Parquet part): kept for the merge."""
+        with self._lock:
+            ids = tables["trials"]["trial_id"]
+            new = ~ids.isin(self.ids)
+            if self.expected is not None:
+                new &= ids.isin(self.expected)
+            if not new.all():  # see add(): trials already recorded, or not of this run
+                keep = set(ids[new])
+                tables = {name: df[df["trial_id"].isin(keep)] for name, df in tables.items()}
+            n = int(new.sum())
+            if n:
+                self.parts.append(tables)
+                self.ids.update(ids[new])
+        if n:
+            self._bar.update(n)
+
     def chunk_done(self, res: Any) -> None:
-        for rec in res.records:
-            self.add(rec)
         with self._lock:
             for label, df in res.proxy.items():
                 if df is not None and len(df):
@@ -182,8 +208,9 @@ def drive(
     part_root = parts_dir if parts_dir is not None else Path(tmp.name)
     part_root.mkdir(parents=True, exist_ok=True)
     per_worker = None if concurrency is None else max(1, math.ceil(concurrency / n))
+    keep = str(parts_dir) if parts_dir is not None else None  # Parquet parts on disk only for a run folder
     specs = [
-        ChunkSpec(i, config, c, per_worker, budget, stop_file, str(part_root / f"chunk-{i:05d}.jsonl"))
+        ChunkSpec(i, config, c, per_worker, budget, stop_file, str(part_root / f"chunk-{i:05d}.jsonl"), keep)
         for i, c in enumerate(chunks(plan, n))
     ]
     interrupted = False
@@ -217,13 +244,14 @@ def drive(
             ex.on_emit = None
             _POOL_IN_USE.release()
         tmp.cleanup()
-    lost = [t for t in _ids(plan) if t not in collected.records]
+    lost = [t for t in _ids(plan) if t not in collected.ids]
     return {
         "executor": about,
         "workers": n,
         "interrupted": interrupted,
         "lost": [] if interrupted else lost,
         "errors": collected.errors,
+        "streamed": len(collected.records),  # trials streamed one by one; the rest came in Parquet parts
     }
 
 
@@ -236,12 +264,35 @@ def _settle(f: cf.Future, spec: ChunkSpec, collected: Collected) -> None:
         return
     exc = f.exception()
     if exc is None:
-        collected.chunk_done(f.result())
-        with contextlib.suppress(OSError):
-            os.remove(spec.part_file)
+        res = f.result()
+        if res.parts:
+            where = f"{_parts.part_name(spec.index)} from {res.worker}"
+            try:
+                tables = _parts.decode(res.parts, where)
+            except BundleError as err:  # its trials' journal lines stand in (when reachable)
+                collected.errors.append(str(err))
+                _from_journal(spec, collected)
+            else:
+                if spec.parts_dir:  # the worker could not reach the run folder: the driver keeps the part
+                    _parts.write(Path(spec.parts_dir), spec.index, res.parts)
+                collected.add_part(tables)
+        collected.chunk_done(res)
+        _parts.remove(spec.part_file)
         return
-    # the worker died (or the chunk failed): keep what its part journal holds
+    # the worker died (or the chunk failed): keep what its part or its journal holds
     collected.errors.append(f"chunk {spec.index} ({len(spec.trials)} trials): {type(exc).__name__}: {exc}")
+    _from_journal(spec, collected)
+
+
+def _from_journal(spec: ChunkSpec, collected: Collected) -> None:
+    """The finished trials of a chunk whose result is missing or unreadable: its written
+    Parquet part if it got that far, and the JSON lines it journalled as each trial finished."""
+    written = Path(spec.parts_dir) / _parts.part_name(spec.index) if spec.parts_dir else None
+    if written is not None and written.is_dir():
+        try:
+            collected.add_part(_parts.read_part(written))
+        except BundleError as err:
+            collected.errors.append(str(err))
     with contextlib.suppress(OSError):
         for line in Path(spec.part_file).read_text(encoding="utf-8").splitlines():
             with contextlib.suppress(ValueError):

@@ -291,9 +291,10 @@ class Experiment(Grid):
                 meta["lag_p99_s"] = max(collected.lag_p99.values(), default=0.0)
                 meta["lag_floor_s"] = max(collected.floor.values(), default=0.0)
                 proxy_logs = {label: _concat(dfs) for label, dfs in collected.proxy.items()}
-                if run.out is not None:  # what the parts held is in the journal now
+                records = list(collected.records.values())
+                result = run.finish(self, meta, proxy_logs, records, collected.parts)
+                if run.out is not None:  # the bundle holds what the parts held now
                     shutil.rmtree(run.out / PARTS, ignore_errors=True)
-                result = run.finish(self, meta, proxy_logs, list(collected.records.values()))
         if meta.get("interrupted"):
             raise KeyboardInterrupt
         return result

@@ -3,8 +3,11 @@
 ``trials.jsonl`` (:data:`JOURNAL`) gets one :meth:`~kit.records.TrialRecord.to_dict` line
 per finished trial, as it finishes, so a crash loses at most the trials in flight
 (``kit.load(path, recover=True)`` rebuilds a Result from it); workers journal their
-chunk under ``parts/`` while it runs. The finished (or interrupted) run is saved as a
-bundle in the same folder, and a resumed run is merged with the Result it resumed.
+chunk under ``parts/`` while it runs (``chunk-<n>.jsonl``, one line per finished trial)
+and leave there the Parquet part of the trials they did not stream (``part-<n>/``,
+:mod:`kit.experiment._parts`), which recovery reads too. The finished (or interrupted)
+run is saved as a bundle in the same folder (then ``parts/`` goes), and a resumed run is
+merged with the Result it resumed.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ __all__ = ["CONFIG_FILE", "JOURNAL", "PARTS"]
 
 JOURNAL = "trials.jsonl"
 CONFIG_FILE = "experiment.json"
-PARTS = "parts"  # per-chunk journals of the workers, merged into JOURNAL by the driver
+PARTS = "parts"  # the workers' per-chunk journals and Parquet parts, until the bundle is saved
 
 
 def _saving_note(out: Path | None) -> str:
@@ -115,18 +118,21 @@ class _Run:
             self.journal.flush()
         self.bar.update(1)
 
-    def finish(self, experiment: Any, meta: dict[str, Any], proxy_logs: Any, records: Any = None) -> Any:
-        """The Result of the trials recorded (merged with the resumed one), saved to ``out``."""
+    def finish(
+        self, experiment: Any, meta: dict[str, Any], proxy_logs: Any, records: Any = None, parts: Any = ()
+    ) -> Any:
+        """The Result of the trials recorded (streamed ``records`` and the tables of
+        Parquet ``parts``; merged with the resumed one), saved to ``out``."""
         with saving(_saving_note(self.out)):  # more interrupts do not cut building and saving short
             with contextlib.suppress(Exception):
                 self.bar.close()
             meta = {**self.meta, **meta, "concurrency_mode": self.mode, "wall_s": time.perf_counter() - self.t0}
             meta["budget_s"] = self.budget
             meta["trials_planned"] = len(experiment)
-            result = experiment.result_of(records or [], meta=meta, proxy_logs=proxy_logs)
+            result = experiment.result_of(records or [], meta=meta, proxy_logs=proxy_logs, parts=parts)
             self._warn(result)
             if self.resume is not None:
-                result = _merged(self.resume, result)
+                result = _merged(self.resume, result, [c.labels for c in experiment.cells])
             experiment.last_result = result
             if self.journal is not None:
                 self.journal.close()
@@ -157,19 +163,22 @@ class _Run:
             )
 
 
-def _merged(before: Any, after: Any) -> Any:
-    """The trials of a partial Result and of the run that resumed it, as one Result."""
+def _merged(before: Any, after: Any, cells: Any) -> Any:
+    """The trials of a partial Result and of the run that resumed it, as one Result
+    (tables as one run of them all would have built them: :func:`kit.tables.merge`)."""
+    import numpy as np
     import pandas as pd
 
-    from ..result import TABLES, Result
+    from ..result import Result
+    from ..tables import FIDELITY_COLUMNS, merge
 
-    tables = {}
-    for name in TABLES:
-        a, b = before.tables[name], after.tables[name]
-        df = pd.concat([a, b], ignore_index=True) if len(a) else b.copy()
-        if name == "trials":
-            df = df.sort_values(["cell", "trial"], kind="stable").reset_index(drop=True)
-        tables[name] = df.astype(dict(b.dtypes)) if len(df) else b
+    old = dict(before.tables)
+    missing = [c for c in FIDELITY_COLUMNS if c not in old["trials"].columns]
+    if missing:  # a Result saved before the kit recorded its fidelity: unknown, not over budget
+        old["trials"] = old["trials"].assign(**{c: True if c == "within_budget" else np.nan for c in missing})
+    tables = merge([old, after.tables], cells)
+    a, b = before.tables["proxy"], after.tables["proxy"]
+    tables["proxy"] = pd.concat([a, b], ignore_index=True) if len(a) else b.copy()
     meta = dict(after.meta)
     meta["trials_done"] = len(tables["trials"])
     meta["resumed"] = {"trials_before": len(before.trials), "wall_s_before": before.meta.get("wall_s")}

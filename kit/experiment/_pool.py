@@ -30,7 +30,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Client, Connection, Listener, wait
 from typing import Any
 
-__all__ = ["LocalPool", "WorkerDied", "emit"]
+__all__ = ["LocalPool", "WorkerDied", "emit", "streaming"]
 
 _CONN: Connection | None = None  # set in a worker process: where emit() sends
 _LOCK = threading.Lock()
@@ -38,6 +38,11 @@ _LOCK = threading.Lock()
 
 class WorkerDied(RuntimeError):
     """The worker process running a task exited before the task returned."""
+
+
+def streaming() -> bool:
+    """Whether this process is a :class:`LocalPool` worker (so :func:`emit` sends)."""
+    return _CONN is not None
 
 
 def emit(message: Any) -> bool:

@@ -1,14 +1,19 @@
 """A chunk of an experiment's trials in a worker process (any executor's, on any machine).
 
 :func:`run_chunk` is the task the driver submits: a pure function of picklable values
-(:class:`ChunkSpec` in, :class:`ChunkResult` out, records as JSON-ready dicts). Its
-process keeps one isolated fault server and one isolated proxy per network alive
-between chunks (started on first use, stopped when the process exits), so a worker's
-traffic stays on its own loopback and its timings stay local, and it keeps its
-:class:`~kit.experiment._scheduler.Concurrency` so it does not ramp up from scratch
-for every chunk. Trials are streamed to the driver as they finish when the worker can
-(:func:`kit.experiment._pool.emit`), and journalled in the chunk's part file when the
-driver's folder is reachable from here.
+(:class:`ChunkSpec` in, :class:`ChunkResult` out). Its process keeps one isolated fault
+server and one isolated proxy per network alive between chunks (started on first use,
+stopped when the process exits), so a worker's traffic stays on its own loopback and its
+timings stay local, and it keeps its :class:`~kit.experiment._scheduler.Concurrency` so it
+does not ramp up from scratch for every chunk.
+
+Each finished trial is journalled as a JSON line in the chunk's journal when the
+driver's folder is reachable from here (a worker that dies loses only its trials in
+flight), and streamed to the driver at once when the worker can
+(:func:`kit.experiment._pool.emit`: the kit's own pool). The trials it did not stream
+(other executors, Dask) come back at the chunk's end as Parquet parts: the Result
+tables of those trials, built here (:mod:`kit.experiment._parts`), so the driver only
+merges them.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .._child import settle_heap
 from .._params import canonical
+from ..records import TrialRecord
+from ..tables import build
 from ._grid import Grid
 from ._plan import network_seed, trial_id, trial_seed
 from ._scheduler import DEFAULT_BUDGET, Concurrency, run_trials
@@ -43,13 +51,15 @@ class ChunkSpec:
     budget: float = DEFAULT_BUDGET
     stop_file: str | None = None  # the driver creates it to stop the chunk early
     part_file: str | None = None  # where to journal this chunk's trials (if that folder exists here)
+    parts_dir: str | None = None  # the run's parts folder: where to write this chunk's Parquet part (if it exists here)
 
 
 @dataclasses.dataclass
 class ChunkResult:
     index: int
     worker: str
-    records: list[dict[str, Any]]  # empty when they were streamed to the driver already
+    parts: dict[str, bytes]  # table name -> Parquet bytes of the trials not streamed ({} when all were)
+    trials: int  # trials in the parts
     streamed: int
     proxy: dict[str, Any]  # network label -> forward rows (a DataFrame)
     settled: int
@@ -66,7 +76,7 @@ _WORKER: dict[str, Any] = {}  # this process's fault server, proxies and control
 def run_chunk(spec: ChunkSpec) -> ChunkResult:
     """Run one chunk of trials in this process (an executor's worker); see :class:`ChunkSpec`."""
     from .._loop import new_event_loop
-    from . import _pool
+    from . import _parts, _pool
 
     t0 = time.perf_counter()
     exp = Grid.from_dict(spec.config)
@@ -80,23 +90,23 @@ def run_chunk(spec: ChunkSpec) -> ChunkResult:
     control = _WORKER.get(key)
     if control is None:  # kept between chunks, so a worker does not ramp up from scratch each time
         control = _WORKER[key] = Concurrency(spec.concurrency, spec.budget)
-    records: list[dict[str, Any]] = []
+    records: list[TrialRecord] = []  # not streamed: they go into the chunk's Parquet part
     streamed = 0
     part = _open_part(spec.part_file)
 
-    def on_record(rec: dict[str, Any]) -> None:
+    def on_record(rec: TrialRecord) -> None:
         nonlocal streamed
+        doc = rec.to_dict() if part is not None or _pool.streaming() else None
         if part is not None:
-            part.write(_json_line(rec))
+            part.write(_json_line(doc))
             part.flush()
-        if _pool.emit(("record", spec.index, rec)):
+        if doc is not None and _pool.emit(("record", spec.index, doc)):
             streamed += 1
         else:
             records.append(rec)
 
-    def record(trace: Any, cell: Any, t: int, tseed: int) -> dict[str, Any]:
-        # JSON-ready: it crosses to the driver (and into its journal) as it is
-        return trace.to_record(trial_id(cell.index, t), cell.index, t, tseed, budget=spec.budget).to_dict()
+    def record(trace: Any, cell: Any, t: int, tseed: int) -> TrialRecord:
+        return trace.to_record(trial_id(cell.index, t), cell.index, t, tseed, budget=spec.budget)
 
     stop_file = spec.stop_file
     plan = [(exp.cells[c], t) for c, t in spec.trials]
@@ -118,6 +128,9 @@ def run_chunk(spec: ChunkSpec) -> ChunkResult:
         )
     if part is not None:
         part.close()
+    blobs = _parts.encode(build(records, [c.labels for c in exp.cells])[0]) if records else {}
+    if blobs and spec.parts_dir:
+        _parts.write(Path(spec.parts_dir), spec.index, blobs)
     proxy_rows = {}
     for label, p in proxies.items():
         df = p.forwards_df()
@@ -127,7 +140,8 @@ def run_chunk(spec: ChunkSpec) -> ChunkResult:
     return ChunkResult(
         index=spec.index,
         worker=f"{socket.gethostname()}:{os.getpid()}",
-        records=records,
+        parts=blobs,
+        trials=len(records),
         streamed=streamed,
         proxy=proxy_rows,
         settled=control.settled,
