@@ -241,10 +241,14 @@ def test_latency_ecdf_defaults_to_end_to_end_latency_not_first_chunk(result):
 def test_cumulative_bytes_starts_at_zero_and_flat_for_no_chunks(traces):
     spec = _spec(kc.cumulative_bytes([traces["ok"], traces["slow"]]))
     rows = [r for d in _datasets(spec) for r in d]
-    slow = [r for r in rows if r["trial_id"] == "slow_first_byte"]
+    slow = [r for r in rows if r.get("trial_id") == "slow_first_byte"]
     assert slow and all(r["cum_bytes"] == 0 for r in slow)
-    ok = [r for r in rows if r["trial_id"] == "ok"]
+    ok = [r for r in rows if r.get("trial_id") == "ok"]
     assert ok[0]["cum_bytes"] == 0 and max(r["cum_bytes"] for r in ok) == traces["ok"].summary()["bytes"]
+    # the attempt that got nothing is named at its dot, lifted off the axis line
+    assert [r["label"] for r in rows if "label" in r] == ["slow_first_byte #1: no bytes"]
+    assert "1 attempts got no bytes" in _titles(spec)
+    assert any(layer["encoding"]["y"].get("scale", {}).get("padding") for layer in spec["layer"] if "encoding" in layer)
 
 
 def test_outcome_heatmap_shares_and_selection():

@@ -434,9 +434,15 @@ def cumulative_bytes(
     elif color != "trial_id":
         raise ConfigError("color", color, "expected 'trial_id', 'cell' or 'attempt'")
     legend = {"trial_id": "trace", "cell": "cell", "attempt": "attempt"}[color]
+    # attempts that got no bytes end on the x axis: named there, so they are not lost under it
+    last = pts.groupby("series", sort=False).agg(end=(x, "max"), total=("cum_bytes", "max"))
+    nothing = last[last["total"] == 0].reset_index()
+    if len(nothing):
+        notes.append(f"{len(nothing)} attempts got no bytes (their dots at 0 are named)")
     base = alt.Chart(pts, title=_title(title, "; ".join(notes) or None)).encode(
         x=alt.X(f"{x}:Q", title=TIME_AXIS if x == "t" else "time since the attempt started (s)"),
-        y=alt.Y("cum_bytes:Q", title="bytes received (cumulative)"),
+        # padding lifts 0 bytes off the axis line, so a flat line at 0 and its end dot show
+        y=alt.Y("cum_bytes:Q", title="bytes received (cumulative)", scale=alt.Scale(padding=6, nice=False)),
         color=alt.Color(f"{color}:N", title=legend),
         detail="series:N",
         tooltip=[
@@ -450,4 +456,13 @@ def cumulative_bytes(
     ends = base.transform_window(
         rank="rank()", groupby=["series"], sort=[alt.SortField(x, order="descending")]
     ).transform_filter(alt.datum.rank == 1)
-    return alt.layer(lines, ends.mark_point(filled=True, size=45, opacity=0.9)).properties(width=width, height=260)
+    layers = [lines, ends.mark_point(filled=True, size=60, opacity=1, stroke="white", strokeWidth=1)]
+    if len(nothing):  # one label per attempt that got nothing, stacked upwards from its dot
+        named = nothing.iloc[:6].assign(label=lambda d: d["series"] + ": no bytes", cum_bytes=0)
+        for i, row in enumerate(named.itertuples(index=False)):
+            layers.append(
+                alt.Chart(pd.DataFrame([{x: row.end, "cum_bytes": 0, "label": row.label}]))
+                .mark_text(align="left", dx=6, dy=-10 - 13 * i, fontSize=10, color="#444")
+                .encode(x=f"{x}:Q", y="cum_bytes:Q", text="label:N")
+            )
+    return alt.layer(*layers).properties(width=width, height=260)
