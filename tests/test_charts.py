@@ -384,3 +384,20 @@ def test_heatmap_shows_every_varying_dimension():
     assert "pooled over policy.max_retries" in _titles(
         _spec(kc.outcome_heatmap(tr, "policy.first_chunk", "network.latency"))
     )
+
+
+def test_a_label_keeps_its_colour_across_charts_with_different_series(traces):
+    def colours(chart) -> dict[str, str]:
+        spec = _spec(chart)
+        scales = [
+            layer["encoding"]["color"]["scale"]
+            for layer in spec.get("layer", [spec])
+            if "scale" in layer.get("encoding", {}).get("color", {})
+        ]
+        return dict(zip(scales[0]["domain"], scales[0]["range"], strict=True))
+
+    every = colours(kc.cumulative_bytes([traces["ok"], traces["slow"], traces["stall"], traces["close"]]))
+    some = colours(kc.cumulative_bytes([traces["stall"], traces["close"]]))
+    assert len(set(every.values())) == 4 and all(every[k] == v for k, v in some.items())
+    mine = kc.color_scale(["close_mid_stream", "ok"])  # for a notebook's own altair chart
+    assert mine.to_dict()["range"] == [every["close_mid_stream"], every["ok"]]

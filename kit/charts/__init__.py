@@ -10,6 +10,9 @@ Large inputs never reach altair's 5,000-row limit: each chart *aggregates in pan
 first* (no vegafusion) and says how in its docstring, keeping every dataset under
 :data:`MAX_ROWS` rows. Empty input gives an empty chart that says so, not an exception.
 
+A series (a trace, a cell, a network) keeps one colour in every chart of the session
+(:func:`series_color`; :func:`color_scale` gives your own altair charts the same).
+
 Importing this package changes no global state: call :func:`enable_offline` once in a
 notebook so charts render without internet.
 
@@ -22,7 +25,7 @@ into tidy tables.
 
 from __future__ import annotations
 
-from ._common import CAUSE_COLORS, MAX_ROWS
+from ._common import CAUSE_COLORS, MAX_ROWS, color_scale, series_color
 from ._distributions import first_chunk_ecdf, gaps, latency_ecdf, ttfb_ecdf
 from ._grid import grid_axes, outcome_heatmap
 from ._output import enable_offline, save
@@ -34,6 +37,7 @@ __all__ = [
     "CAUSE_COLORS",
     "MAX_ROWS",
     "attempts_gantt",
+    "color_scale",
     "cumulative_bytes",
     "enable_offline",
     "first_chunk_ecdf",
@@ -43,6 +47,7 @@ __all__ = [
     "outcome_heatmap",
     "replay_comparison",
     "save",
+    "series_color",
     "timeline",
     "ttfb_ecdf",
     "vantage_points",

@@ -36,6 +36,44 @@ CAUSE_COLORS: dict[str, str] = {
 }
 """One colour per outcome cause, the same in every chart."""
 
+# Series (traces, cells, networks, groups): one colour per label for the whole session, so
+# a network keeps its colour from one chart to the next whatever else each chart shows
+# (altair alone colours by position in each chart's own sorted list of labels).
+SERIES_PALETTE = (
+    "#4c78a8",
+    "#f58518",
+    "#54a24b",
+    "#b279a2",
+    "#e45756",
+    "#72b7b2",
+    "#eeca3b",
+    "#9d755d",
+    "#ff9da6",
+    "#bab0ac",
+)
+_series_colors: dict[str, str] = {}
+
+
+def series_color(label: Any) -> str:
+    """The colour of series ``label``: the next colour of :data:`SERIES_PALETTE` the first time
+    the process meets it, the same one after (the palette repeats past ten labels)."""
+    key = str(label)
+    if key not in _series_colors:
+        _series_colors[key] = SERIES_PALETTE[len(_series_colors) % len(SERIES_PALETTE)]
+    return _series_colors[key]
+
+
+def color_scale(values: Any) -> alt.Scale:
+    """A colour scale giving each label in ``values`` its session colour (:func:`series_color`).
+
+    For your own altair charts: ``alt.Color("network:N", scale=kit.charts.color_scale(df["network"]))``
+    colours each network as every kit chart does."""
+    domain = sorted({str(v) for v in values})
+    for v in pd.unique(pd.Series(list(values), dtype="object").astype(str)):  # first seen, first coloured
+        series_color(v)
+    return alt.Scale(domain=domain, range=[series_color(v) for v in domain])
+
+
 _PHASE_COLORS = {
     "connect": "#8c564b",
     "send": "#e377c2",

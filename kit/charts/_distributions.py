@@ -16,6 +16,7 @@ from ._common import (
     _title,
     _trials_of,
     _x_zoom,
+    color_scale,
 )
 from ._tables import Tables, ecdf_points, tables
 
@@ -92,7 +93,7 @@ def gaps(
                 x=alt.X("lo:Q", title="gap between consecutive chunks (s)", scale=scale),
                 x2="hi:Q",
                 y=alt.Y("count:Q", title="chunks", stack=None),
-                color=alt.Color(f"{gname}:N", title=gname),
+                color=alt.Color(f"{gname}:N", title=gname, scale=color_scale(groups)),
                 tooltip=[
                     gname,
                     alt.Tooltip("lo:Q", title="from (s)", format=".4g"),
@@ -117,7 +118,7 @@ def gaps(
                     scale=alt.Scale(type="log") if log else alt.Scale(),
                 ),
                 y=alt.Y("share:Q", title="share of gaps ≤ x", axis=alt.Axis(format="%")),
-                color=alt.Color(f"{gname}:N", title=gname),
+                color=alt.Color(f"{gname}:N", title=gname, scale=color_scale(groups)),
                 tooltip=[
                     gname,
                     alt.Tooltip("value:Q", title="gap (s)", format=".4g"),
@@ -202,7 +203,7 @@ def latency_ecdf(
         .encode(
             x=alt.X("value:Q", title=f"{_METRIC_TITLES.get(metric, metric)} (s)"),
             y=alt.Y("share:Q", title="share of calls ≤ x", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("group:N", title="trace" if by == "trial_id" else by),
+            color=alt.Color("group:N", title="trace" if by == "trial_id" else by, scale=color_scale(ec["group"])),
             tooltip=[
                 alt.Tooltip("group:N", title=by),
                 alt.Tooltip("value:Q", title=f"{metric}", format=".4f"),

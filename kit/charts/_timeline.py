@@ -20,6 +20,7 @@ from ._common import (
     _empty,
     _title,
     _x_zoom,
+    color_scale,
 )
 from ._tables import FAULT_LOG_KINDS, tables, thin_in_time
 
@@ -443,7 +444,7 @@ def cumulative_bytes(
         x=alt.X(f"{x}:Q", title=TIME_AXIS if x == "t" else "time since the attempt started (s)"),
         # padding lifts 0 bytes off the axis line, so a flat line at 0 and its end dot show
         y=alt.Y("cum_bytes:Q", title="bytes received (cumulative)", scale=alt.Scale(padding=6, nice=False)),
-        color=alt.Color(f"{color}:N", title=legend),
+        color=alt.Color(f"{color}:N", title=legend, scale=color_scale(pts[color])),
         detail="series:N",
         tooltip=[
             alt.Tooltip("series:N", title="attempt"),
