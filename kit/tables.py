@@ -330,37 +330,48 @@ def merge(parts: Sequence[Mapping[str, pd.DataFrame]], cells: Sequence[CellLabel
     parts = [p for p in parts if len(p["trials"])]
     if not parts:
         return build([], cells)[0]
-    seen: set[str] = set()
-    kept = []  # per part: its tables, only the rows of trials no earlier part had
-    for p in parts:
-        ids = p["trials"]["trial_id"]
-        new = ~ids.isin(seen)
-        if not new.all():
-            keep = set(ids[new])
-            p = {name: df[df["trial_id"].isin(keep)] for name, df in p.items() if name in SCHEMAS or name == "trials"}
-        seen.update(ids)
-        kept.append(p)
     fixed = [*TRIAL_HEAD, *TRIAL_TAIL]
-    trials = pd.concat([p["trials"][fixed] for p in kept], ignore_index=True)
+    trials = pd.concat([p["trials"][fixed] for p in parts], ignore_index=True)
+    if trials["trial_id"].duplicated().any():
+        parts = _first_of_each(parts)
+        trials = pd.concat([p["trials"][fixed] for p in parts], ignore_index=True)
     trials = trials.sort_values(["cell", "trial"], kind="stable").reset_index(drop=True)
     param_cols = param_columns(cells)
     schema = {**TRIAL_HEAD, **dict.fromkeys(param_cols, ""), **TRIAL_TAIL}
     by_cell = {c.index: c for c in cells}
-    params: dict[str, list[Any]] = {}
-    for k in param_cols:  # as build does: the cell's value per row, one dtype for the column
-        params[k], schema[k] = _param_dtype([by_cell[c].params.get(k) for c in trials["cell"].tolist()])
-    trials = pd.concat([trials, typed(params, {k: schema[k] for k in param_cols})], axis=1)
+    codes, present = pd.factorize(trials["cell"])
+    params = {}
+    for k in param_cols:  # as build does (the cell's value, one dtype for the column), once per cell
+        values, schema[k] = _param_dtype([by_cell[c].params.get(k) for c in present.tolist()])
+        params[k] = typed({k: values}, {k: schema[k]})[k].take(codes).reset_index(drop=True)
+    trials = pd.concat([trials, pd.DataFrame(params, index=trials.index)], axis=1)
     out = {"trials": conform(trials, schema)}
-    rank = pd.Series(np.arange(len(trials)), index=trials["trial_id"].to_numpy())
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pa.array(trials["trial_id"])
     for name, table_schema in SCHEMAS.items():
-        frames = [p[name] for p in kept if len(p[name])]
+        frames = [p[name] for p in parts if len(p[name])]
         if not frames:
             out[name] = empty(table_schema)
             continue
         df = pd.concat(frames, ignore_index=True)
-        order = np.argsort(df["trial_id"].map(rank).to_numpy(), kind="stable")
-        out[name] = conform(df.iloc[order].reset_index(drop=True), table_schema)
+        rank = pc.index_in(pa.array(df["trial_id"]), value_set=ids).to_numpy(zero_copy_only=False)
+        out[name] = conform(df.take(np.argsort(rank, kind="stable")).reset_index(drop=True), table_schema)
     return {name: out[name] for name in TABLES if name in out}
+
+
+def _first_of_each(parts: Sequence[Mapping[str, pd.DataFrame]]) -> list[dict[str, pd.DataFrame]]:
+    """``parts`` with the rows of a trial an earlier part holds left out (see :func:`merge`)."""
+    seen: set[str] = set()
+    kept = []
+    for p in parts:
+        ids = p["trials"]["trial_id"]
+        new = ~ids.isin(seen)
+        keep = set(ids[new])
+        kept.append({name: df[df["trial_id"].isin(keep)] for name, df in p.items() if name in TABLES})
+        seen.update(ids)
+    return kept
 
 
 def _append(cols: dict[str, list[Any]], row: Mapping[str, Any]) -> None:

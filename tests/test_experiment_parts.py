@@ -71,6 +71,9 @@ def test_a_corrupt_part_is_a_kit_error_naming_it(records):
     blobs = _parts.encode(build([kit.records.TrialRecord.coerce(r) for r in records[:2]], cells())[0])
     with pytest.raises(kit.BundleError, match=r"part-00003/chunks\.parquet: cannot read"):
         _parts.decode({**blobs, "chunks": blobs["chunks"][:-40]}, "part-00003")
+    other = _parts.encode(build([kit.records.TrialRecord.coerce(r) for r in records[2:4]], cells())[0])
+    with pytest.raises(kit.BundleError, match=r"part-00003: table 'chunks' has rows of trials it does not hold"):
+        _parts.decode({**blobs, "chunks": other["chunks"]}, "part-00003")
     with pytest.raises(kit.BundleError, match=r"part-00003: table 'events' is missing"):
         _parts.decode({k: v for k, v in blobs.items() if k != "events"}, "part-00003")
     with pytest.raises(kit.BundleError, match=r"trials\.parquet: column 'ok' is missing"):

@@ -45,14 +45,16 @@ def part_name(index: int) -> str:
 
 
 def encode(tables: Mapping[str, pd.DataFrame]) -> dict[str, bytes]:
-    """Each table of a chunk's trials as Parquet bytes (zstd, fast level: they are read once)."""
+    """Each table of a chunk's trials as Parquet bytes (lz4, no dictionaries: read once, soon; the fastest to write and read)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = {}
     for name in PART_TABLES:
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(tables[name], preserve_index=False), buf, compression="zstd")
+        pq.write_table(
+            pa.Table.from_pandas(tables[name], preserve_index=False), buf, compression="lz4", use_dictionary=False
+        )
         out[name] = buf.getvalue()
     return out
 
@@ -70,14 +72,19 @@ def decode(blobs: Mapping[str, Any], where: str) -> dict[str, pd.DataFrame]:
         if name not in blobs:
             raise BundleError(f"{where}: table {name!r} is missing")
         tables[name] = _table(blobs[name], name, f"{where}/{name}.parquet" if isinstance(blobs[name], bytes) else None)
-    n = len(tables["trials"])
-    ids = set(tables["trials"]["trial_id"])
-    if len(ids) != n:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = tables["trials"]["trial_id"]
+    if ids.duplicated().any():
         raise BundleError(f"{where}: a trial id appears twice in its trials table")
+    held = pa.array(ids)
     for name in SCHEMAS:
-        stray = set(tables[name]["trial_id"]) - ids
-        if stray:
-            raise BundleError(f"{where}: table {name!r} has rows of trials it does not hold ({sorted(stray)[:3]})")
+        tid = pa.array(tables[name]["trial_id"])
+        stray = pc.invert(pc.is_in(tid, value_set=held))
+        if pc.any(stray).as_py():
+            first = pc.filter(tid, stray)[0].as_py()
+            raise BundleError(f"{where}: table {name!r} has rows of trials it does not hold ({first!r})")
     return tables
 
 
@@ -94,7 +101,8 @@ def _table(source: Any, name: str, label: str | None) -> pd.DataFrame:
             size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
             if md.num_rows > MAX_TABLE_ROWS or size > MAX_TABLE_BYTES:
                 raise BundleError(f"{label}: {md.num_rows:,} rows, {size:,} bytes uncompressed: over the limits")
-            missing = [c for c in schema if c not in pf.schema_arrow.names]
+            names = set(pf.schema_arrow.names)
+            missing = [c for c in schema if c not in names]
             if missing:
                 raise BundleError(f"{label}: column {missing[0]!r} is missing (not decoded)")
             df = pf.read(columns=list(schema)).to_pandas()
