@@ -144,6 +144,21 @@ def test_interrupting_an_executor_run_keeps_the_trials_of_its_parts(tmp_path):
     assert saved.equals(result) and not (out / PARTS).exists()
 
 
+def test_a_kept_pool_exits_when_idle(monkeypatch):
+    from kit.experiment import _driver
+
+    monkeypatch.setattr(_driver, "POOL_IDLE_S", 1.0)
+    exp = Experiment(scenarios=[kit.Scenario(events=2, gap=0)], trials=2, seed=8)
+    assert exp.run(workers=1, progress=False).complete
+    pool = _driver._POOL
+    assert pool is not None and pool.healthy  # kept for the next run
+    deadline = time.monotonic() + 30
+    while _driver._POOL is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _driver._POOL is None and all(w.proc.poll() is not None for w in pool._workers)
+    assert exp.run(workers=1, progress=False).complete  # the next run starts a new pool
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="kills a worker with SIGKILL")
 def test_a_dead_worker_loses_only_its_trials_in_flight():
     from kit.experiment import _driver

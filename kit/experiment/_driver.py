@@ -10,6 +10,9 @@ else with the chunk's result as Parquet parts (the tables of its trials, built b
 worker: :mod:`kit.experiment._parts`; saved under ``out/parts/`` until the bundle is). The
 Result merges both (:func:`kit.tables.merge`): the same tables as a single-process run.
 
+The local pool is kept for the next run of the process, and shut down once it has been
+idle for :data:`POOL_IDLE_S` (its workers' fault servers and proxies exit with them).
+
 Stopping (Ctrl-C, a kernel interrupt, a cancelled ``arun``): chunks not started are
 cancelled and the driver creates the stop file that running chunks poll (workers on
 this machine see it at once; a chunk on another machine runs to its end), then waits
@@ -32,6 +35,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,10 @@ class Collected:
 
 _POOL: Any = None  # the local pool, kept for the next run of this process (workers start in seconds)
 _POOL_IN_USE = threading.Lock()
+# A kept pool's workers (each with its fault server and proxies: 3+ processes) exit after
+# this long without a run; the next run starts a new pool (a few seconds).
+POOL_IDLE_S = 300.0
+_IDLE: dict[str, Any] = {"timer": None, "since": 0.0}
 
 
 def _local_pool(n: int, on_emit: Callable[[int, Any], None]) -> tuple[Any, bool]:
@@ -153,6 +161,29 @@ def _close_pool() -> None:
     if _POOL is not None:
         _POOL.shutdown(wait=True)
         _POOL = None
+
+
+def _release_pool() -> None:
+    """A run is done with the kept pool: it stays for the next one, until idle for :data:`POOL_IDLE_S`."""
+    _POOL.on_emit = None
+    _IDLE["since"] = time.monotonic()
+    timer = threading.Timer(POOL_IDLE_S, _close_idle_pool)
+    timer.daemon = True
+    old, _IDLE["timer"] = _IDLE["timer"], timer
+    if old is not None:
+        old.cancel()
+    _POOL_IN_USE.release()
+    timer.start()
+
+
+def _close_idle_pool() -> None:
+    if not _POOL_IN_USE.acquire(blocking=False):
+        return  # a run holds it; its release starts the wait again
+    try:
+        if time.monotonic() - _IDLE["since"] >= POOL_IDLE_S * 0.99:
+            _close_pool()
+    finally:
+        _POOL_IN_USE.release()
 
 
 def _executor_of(executor: Any, workers: int | None, on_emit: Callable[[int, Any], None]) -> tuple[Any, int, bool, str]:
@@ -241,8 +272,7 @@ def drive(
         if owned:
             ex.shutdown(wait=True, cancel_futures=True)
         elif ex is _POOL:
-            ex.on_emit = None
-            _POOL_IN_USE.release()
+            _release_pool()
         tmp.cleanup()
     lost = [t for t in _ids(plan) if t not in collected.ids]
     return {
