@@ -244,7 +244,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not file.exists():
         hint = ""
         if (path / "trials.jsonl").exists():
-            hint = "; the run did not finish: kit.load(path, recover=True) rebuilds a Result from trials.jsonl"
+            hint = (
+                "; the run did not finish: kit.load(path, recover=True) rebuilds a Result from trials.jsonl and parts/"
+            )
         raise BundleError(f"{file}: missing (not a finished kit bundle){hint}")
     doc = read_json(file)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -127,3 +127,14 @@ def test_a_half_written_part_is_never_read(tmp_path, records):
     with pytest.warns(UserWarning, match="half-written"):
         got = kit.load(run, recover=True)
     assert len(got.trials) == len(records)
+
+
+def test_resuming_a_result_saved_before_fidelity_columns(server, records):
+    old = GRID.result_of(records[:5])
+    fidelity = ["server_late_s", "proxy_late_s", "client_lag_s", "kit_added_s", "within_budget"]
+    old.tables["trials"] = old.trials.drop(columns=fidelity)
+    full = GRID.run(2, server=server, resume=old, progress=False)
+    assert full.complete and list(full.trials["trial_id"]) == GRID.trial_ids()
+    before = full.trials["trial_id"].isin(old.trials["trial_id"])
+    assert full.trials.loc[before, "within_budget"].all() and full.trials.loc[before, "kit_added_s"].isna().all()
+    assert full.trials.loc[~before, "kit_added_s"].notna().all()
