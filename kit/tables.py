@@ -2,7 +2,9 @@
 
 Every tidy table of the kit is built here, from :mod:`kit.records`: the views of one
 :class:`~kit.Trace`, the tables of a :class:`~kit.Result` (experiment, HAR import, CSV
-evidence), and so the charts, widgets, bundles and reports that read them.
+evidence), and so the charts, widgets, bundles and reports that read them. :func:`merge`
+joins tables built in several places (a worker's Parquet parts, a resumed run) into
+what one :func:`build` of all their records makes.
 
 Tables (one row per ...):
 
