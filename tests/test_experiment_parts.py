@@ -138,3 +138,36 @@ def test_resuming_a_result_saved_before_fidelity_columns(server, records):
     before = full.trials["trial_id"].isin(old.trials["trial_id"])
     assert full.trials.loc[before, "within_budget"].all() and full.trials.loc[before, "kit_added_s"].isna().all()
     assert full.trials.loc[~before, "kit_added_s"].notna().all()
+
+
+def test_a_corrupt_part_from_a_worker_falls_back_to_its_chunk_journal(tmp_path, records):
+    """The driver's side: an unreadable part is an error naming it; its trials journalled are kept."""
+    import concurrent.futures as cf
+
+    from kit.experiment import _driver
+    from kit.experiment._worker import ChunkResult, ChunkSpec
+
+    journal = tmp_path / "chunk-00007.jsonl"
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records[:3]))  # the 4th was not journalled
+    blobs = _parts.encode(build([kit.records.TrialRecord.coerce(r) for r in records[:4]], cells())[0])
+    spec = ChunkSpec(7, GRID.to_dict(), ((0, 0),) * 4, None, part_file=str(journal))
+    res = ChunkResult(7, "w1", {**blobs, "events": b"garbage"}, 4, 0, {}, 1, [], 0.0, 0.0, False, 0.0)
+    fut: cf.Future = cf.Future()
+    fut.set_result(res)
+
+    class Bar:  # the driver's one progress bar
+        done = 0
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+
+    bar = Bar()
+    collected = _driver.Collected(None, bar, {r["trial_id"] for r in records})
+    _driver._settle(fut, spec, collected)
+    assert set(collected.records) == set(collected.ids) == {r["trial_id"] for r in records[:3]}
+    assert len(collected.errors) == 1 and "part-00007 from w1/events.parquet: cannot read" in collected.errors[0]
+    good = _parts.encode(build([kit.records.TrialRecord.coerce(r) for r in records[3:6]], cells())[0])
+    fut = cf.Future()
+    fut.set_result(ChunkResult(8, "w1", good, 3, 0, {}, 1, [], 0.0, 0.0, False, 0.0))
+    _driver._settle(fut, ChunkSpec(8, GRID.to_dict(), ((0, 0),) * 3, None), collected)
+    assert collected.ids == {r["trial_id"] for r in records[:6]} and bar.done == 6  # one bar: parts count too
