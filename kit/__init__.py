@@ -8,6 +8,7 @@ from __future__ import annotations
 # submodules: kit.atlas.lookup, kit.sdk.run...
 from . import atlas, claude_code, evidence, node, postmortem, records, sdk, tables, vantage
 from ._errors import BundleError, ConfigError, KitError, ServerError
+from ._progress import progress
 from ._redact import unredact
 from ._version import __version__ as __version__
 from .client import astream, stream
@@ -50,6 +51,7 @@ __all__ = [
     "compare",
     "from_har",
     "load",
+    "progress",
     "replay_fidelity",
     "replay_scenario",
     "rerun",

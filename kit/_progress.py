@@ -9,9 +9,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from collections.abc import Iterable, Iterator, Sized
+from typing import TextIO, TypeVar
 
-__all__ = ["Progress"]
+T = TypeVar("T")
+
+__all__ = ["Progress", "progress"]
 
 
 def _in_notebook() -> bool:
@@ -109,3 +112,18 @@ class Progress:
             elif self.done != self.total:
                 self.stream.write(self._status() + " (stopped)\n")
                 self.stream.flush()
+
+
+def progress(items: Iterable[T], label: str = "", *, total: int | None = None, enabled: bool = True) -> Iterator[T]:
+    """Yield ``items`` while a :class:`Progress` counts them (``kit.progress``): a bar in
+    notebooks, a line on terminals. ``total`` defaults to the number of items."""
+    if total is None:
+        items = items if isinstance(items, Sized) else list(items)
+        total = len(items)
+    bar = Progress(total, label, enabled=enabled)
+    try:
+        for item in items:
+            yield item
+            bar.update()
+    finally:
+        bar.close()

@@ -78,6 +78,7 @@ def ask(
     url: str | None = None,
     live_node: bool = True,
     atlas: pd.DataFrame | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """One row per client: what it raised (or that it returned), attempts, seconds, source.
@@ -88,9 +89,10 @@ def ask(
     ``not recorded``. ``url`` (e.g. a proxy's) is used as given; ``options`` go to
     :func:`kit.sdk.run` (``timeout``, ``abort_after``; Node only: ``hang_after``,
     ``signal_timeout``, ``side_abort``). A caller-side abort does not apply to Claude
-    Code (a CLI): its row says ``not applicable``.
+    Code (a CLI): its row says ``not applicable``. ``progress``: a bar over the clients.
     """
     from . import node, sdk
+    from ._progress import progress as counted
     from .atlas import load
 
     name = scenario if isinstance(scenario, str) else scenario.label
@@ -98,7 +100,7 @@ def ask(
     why_not = None if live_node else "live_node is False"
     why_not = why_not or node.unavailable()
     rows = []
-    for client in clients:
+    for client in counted(list(clients), name, enabled=progress):
         if client.startswith("claude-code") and mode == "abort":
             rows.append({"client": client, "mode": mode, "outcome": "not applicable", "source": "live"})
             continue
