@@ -1,8 +1,9 @@
 """The postmortem notebook's conclusions, asserted from the data it produces.
 
-The notebook runs once in a real kernel (test settings: ``TRIALS = 40``) and writes its
-checked conclusions as JSON; these tests read them, so the story in
-``notebooks/05_postmortem_no_chunks.ipynb`` cannot drift from its evidence.
+The notebook runs once per session (the ``notebooks`` fixture; test settings in
+``labrun.PARAMETERS``: ``TRIALS = 20``) and writes its checked conclusions as JSON; these
+tests read them, so the story in ``notebooks/05_postmortem_no_chunks.ipynb`` cannot drift
+from its evidence.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ import json
 
 import pandas as pd
 import pytest
-from test_notebooks import NOTEBOOKS, OVERRIDES, execute
+from labrun import errors_of
+from test_notebooks import NOTEBOOKS, execute
 
 import kit
 
 NB = "05_postmortem_no_chunks.ipynb"
-# live Node runs and a 1,000-call sweep: minutes on a busy machine (the suite-wide limit is 300 s)
-pytestmark = pytest.mark.timeout(900)
+# live Node runs and a 500-call sweep, and the first notebook test runs every notebook
+pytestmark = pytest.mark.timeout(1800)
 SYMPTOM = "request ended without sending any chunks"
 
 
 @pytest.fixture(scope="module")
-def conclusions(tmp_path_factory):
-    out = tmp_path_factory.mktemp("postmortem") / "conclusions.json"
-    nb = execute(NOTEBOOKS / NB, f"{OVERRIDES[NB]}\nCONCLUSIONS_PATH = {str(out)!r}", timeout=240)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
-    return json.loads(out.read_text())
+def conclusions(notebooks):
+    nb = notebooks.run(NB)
+    assert not errors_of(nb), errors_of(nb)
+    return json.loads(notebooks.conclusions.read_text())
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_watchdog_retries_an_empty_200_the_sdk_default_does_not():
 def test_notebooks_run_without_node(name):
     """Where node is absent the story reads the recorded atlas rows instead, and must not crash."""
     overrides = "RUN_NODE = False\n" + (
-        "TRIALS = 10\nPY_CLIENTS = ('anthropic-python',)"
+        "TRIALS = 10\nNET_STALL = 1.0\nPY_CLIENTS = ('anthropic-python',)"
         if name.startswith("05")
         else 'SCENARIOS = ["empty_200"]\nPY_CLIENTS = ["anthropic-python"]'
     )

@@ -7,14 +7,11 @@ the one ``asyncio.run`` makes), exactly as in a notebook.
 from __future__ import annotations
 
 import asyncio
-import pathlib
 
 import pytest
 
 import kit
 from kit.widgets import Explorer, SweepPanel, describe_outcome
-
-NOTEBOOK = pathlib.Path(__file__).resolve().parent.parent / "notebooks" / "01_explorer.ipynb"
 
 
 def _rows(jchart) -> list[dict]:
@@ -219,17 +216,6 @@ def test_sweep_panel_stop_keeps_finished_trials():
             panel.close()
 
     run(main())
-
-
-@pytest.mark.slow
-def test_explorer_notebook_runs_in_a_fresh_kernel():
-    from test_notebooks import execute
-
-    nb = execute(NOTEBOOK, "FIRST_BYTE_DELAY = 0.5")
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "done/ok" in text and "first_chunk/timeout.first_chunk" in text
 
 
 def test_every_what_to_try_step_of_the_explorer_notebook_does_what_it_says():
