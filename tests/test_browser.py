@@ -36,6 +36,7 @@ EXPLORER = "01_explorer.ipynb"
 def test_every_notebook_runs_and_saves_clean_in_jupyterlab(notebooks):
     lab = notebooks.lab()
     print("seconds per notebook in JupyterLab:", {k: round(v) for k, v in lab.seconds.items()})
+    print("of which open / run / save / close:", lab.phases)
     assert sorted(lab.saved) == sorted(p.name for p in (lab.repo / "notebooks").glob("*.ipynb"))  # + the charts page
     for name, nb in lab.saved.items():
         assert not errors_of(nb), f"{name}: {errors_of(nb)}"
