@@ -12,52 +12,81 @@ import pytest
 import kit
 from kit._progress import Progress
 from kit.experiment import Experiment
-from kit.experiment._scheduler import START_CAP, Concurrency
+from kit.experiment._scheduler import EVIDENCE, START_CAP, Concurrency
 
 BUDGET = 0.002
 
 
-def test_adaptive_concurrency_ramps_up_while_the_budget_holds():
+def finish_level(c: Concurrency, lag_of_cap) -> None:
+    """EVIDENCE trials of the current level end, each with the lag ``lag_of_cap(cap)``."""
+    cap = c.cap
+    for _ in range(EVIDENCE):
+        c.finished(lag_of_cap(cap), cap)
+        c.observe(0.0, busy=True, in_flight=cap)
+
+
+def test_adaptive_concurrency_ramps_up_while_the_trials_keep_the_budget():
     c = Concurrency(budget=BUDGET)
+    assert c.cap == START_CAP
     for _ in range(8):
-        c.observe(0.0003, busy=True, in_flight=c.cap)
-    assert c.cap >= START_CAP * 16  # doubling while nothing lags
-    assert c.settled >= START_CAP * 4
+        finish_level(c, lambda cap: 0.0003)
+    assert c.cap >= START_CAP * 16  # doubling while the trials stay within budget
+    assert c.attainable and c.floor == pytest.approx(0.0003)
+
+
+def test_the_cap_moves_only_on_evidence_from_its_own_level():
+    c = Concurrency(budget=BUDGET)
+    finish_level(c, lambda cap: 0.0003)
+    grown = c.cap
+    for _ in range(3 * EVIDENCE):
+        c.finished(0.05, START_CAP)  # late news of the old level: no verdict on this one
+    assert c.cap == grown
 
 
 def test_adaptive_concurrency_backs_off_and_settles():
-    """A loop whose lag grows with the trials in flight (1 ms per 20): it settles near 40."""
+    """Trials whose lag grows with the trials in flight (1 ms per 20): it settles near 40."""
     c = Concurrency(budget=BUDGET)
-    for _ in range(300):
-        c.observe(c.cap / 20 * 1e-3, busy=True, in_flight=c.cap)
-    tail = c.samples[-100:]
-    assert min(tail) >= 20 and max(tail) <= 45, tail
-    assert 20 <= c.settled <= 45
+    for _ in range(200):
+        finish_level(c, lambda cap: cap / 20 * 1e-3)
+    tail = c.samples[-300:]
+    assert min(tail) >= 20 and max(tail) <= 50, sorted(set(tail))
+    assert 20 <= c.settled <= 50
     assert c.attainable
 
 
-def test_one_stray_hiccup_does_not_halve_the_cap():
+def test_one_stray_late_trial_does_not_cut_the_cap():
     c = Concurrency(budget=BUDGET)
-    for _ in range(5):
-        c.observe(0.0003, busy=True, in_flight=c.cap)
+    finish_level(c, lambda cap: 0.0003)
     before = c.cap
-    c.observe(0.005, busy=True, in_flight=c.cap)  # over budget once, not far over
-    assert c.cap == before
+    lags = iter([0.03] + [0.0003] * (EVIDENCE - 1))  # one trial of six hit a hiccup
+    finish_level(c, lambda cap: next(lags))
+    assert c.cap > before
 
 
 def test_a_busy_machine_does_not_drive_the_cap_to_one():
     """Lag that is there with almost nothing in flight is the machine's: backing off cannot fix it."""
     c = Concurrency(budget=BUDGET)
-    for _ in range(100):
-        c.observe(0.008 + c.cap * 1e-5, busy=True, in_flight=c.cap)
+    for _ in range(40):
+        finish_level(c, lambda cap: 0.008 + cap * 1e-5)
     assert not c.attainable
+    assert c.bound == pytest.approx(1.5 * c.floor)
     assert c.settled > START_CAP
+
+
+def test_a_saturated_loop_brakes_before_its_trials_end():
+    c = Concurrency(budget=BUDGET)
+    for _ in range(5):
+        finish_level(c, lambda cap: 0.0003)
+    high = c.cap
+    c.observe(0.05, busy=True, in_flight=high)  # most heartbeats 50 ms late: far over
+    assert c.cap < high
 
 
 def test_a_fixed_concurrency_stays_fixed():
     c = Concurrency(7, budget=BUDGET)
     for lag in (0.0, 0.1, 0.0, 0.1):
         c.observe(lag, busy=True, in_flight=7)
+        c.finished(lag, 7)
     assert c.cap == c.settled == 7
 
 

@@ -7,14 +7,14 @@ driver does itself when told to, e.g. with ``server=``):
   pacing clock allows it: starts are spaced by ``typical trial duration / cap``, so
   trials spread evenly over time instead of starting in synchronized waves whose
   connects and headers queue behind each other on the loop.
-- **Adaptive concurrency.** :class:`Concurrency` watches the loop's typical lag (the 90th
-  percentile of a heartbeat's lateness, :meth:`kit._fidelity.LagMonitor.typical_lag`) in
-  short windows: a loop with too many trials runs late at most beats, while one
-  preemption of the process by a shared machine makes one beat late and is no reason
-  to back off (the trials it hit are flagged all the same). While the lag stays
-  well inside the fidelity budget and the cap is what limits, the cap grows (doubling
-  at first, then one at a time); when the lag exceeds the budget it shrinks by a
-  third. ``settled`` is the cap the run held in its second half.
+- **Adaptive concurrency.** :class:`Concurrency` steers on the finished trials' own
+  client lag (the budget's measure): the first trials run two at a time and show the
+  machine's floor; the cap then grows while the trials of each level stay within the
+  budget (or 1.5 x a floor that already exceeds it) and shrinks by a third when they do
+  not. The loop's typical lag (the 90th percentile of a heartbeat's lateness,
+  :meth:`kit._fidelity.LagMonitor.typical_lag`) in short windows brakes a saturated
+  loop before any trial of a new level has ended. ``settled`` is the cap the run held
+  in its second half.
 - **Fidelity per trial.** Each trial's record carries the kit's own distortion while it
   was in flight (server lateness, proxy lateness, client loop lag) and whether it was
   within the budget.
@@ -42,22 +42,30 @@ __all__ = ["DEFAULT_BUDGET", "Concurrency", "run_trials"]
 
 DEFAULT_BUDGET = _fidelity.DEFAULT_BUDGET.added_s  # s the kit may add to any timestamp (p99)
 WINDOW = 0.1  # s between concurrency decisions
-START_CAP = 4
+START_CAP = 2  # trials at once until the first EVIDENCE trials have shown the machine's floor
+EVIDENCE = 6  # finished trials of one level before the cap moves
 MAX_CAP = 256  # per event loop; beyond this a 2-core machine is far outside any budget
 MIN_SPACING = 0.001  # s between two trial starts on one loop
 
 
 class Concurrency:
-    """How many trials one event loop runs at once: fixed, or adapted to the loop's lag.
+    """How many trials one event loop runs at once: fixed, or adapted to the trials' lag.
 
-    ``fixed``: a number of trials, or None (adaptive). ``budget``: the lag (s) above
-    which the cap shrinks. ``limit``: never more than this.
+    ``fixed``: a number of trials, or None (adaptive). ``budget``: the most the kit may
+    add to a timestamp (s). ``limit``: never more than this.
 
-    The lag the loop shows with almost nothing in flight (``floor``: at most
-    ``START_CAP`` trials) is the machine's, not the kit's: on a busy shared machine it
-    can exceed the budget at any concurrency. Then backing off cannot help, so the cap
-    only keeps the lag near that floor (``2 x floor``) instead of falling to one; the
-    trials are flagged either way, and :attr:`attainable` says the budget was out of reach.
+    Adaptive, it steers on what the budget is about: each finished trial's client lag
+    (:meth:`finished`; the most the loop delayed any of its stamps,
+    :meth:`kit._fidelity.LagMonitor.lag_at`). The first trials run ``START_CAP`` at a
+    time; their median lag is the ``floor``, the machine's own (a shared machine adds a
+    few ms to some stamps whatever the kit does). Once ``EVIDENCE`` trials started at
+    the current cap have finished, the cap grows (doubling at first, then by a quarter)
+    if their median lag is within :attr:`bound` (the budget, or 1.5 x the floor where
+    the machine alone exceeds it), else shrinks by a third. Growing needs evidence from
+    the new level, so it never runs ahead of what the trials showed; :meth:`observe`
+    adds a fast brake for a loop that is late at most heartbeats (saturated) before any
+    trial of the new level has ended. :attr:`attainable` says whether the machine alone
+    kept within half the budget.
     """
 
     def __init__(self, fixed: int | None = None, budget: float = DEFAULT_BUDGET, limit: int = MAX_CAP) -> None:
@@ -66,38 +74,60 @@ class Concurrency:
         self.limit = max(1, limit)
         self.cap = min(fixed if fixed is not None else START_CAP, self.limit)
         self._slow_start = True
-        self._over = False  # the last window was over the limit
-        self._light: deque[float] = deque(maxlen=20)  # lags of windows with few trials in flight
+        self._over = False  # the last window was over the brake's limit
+        self._first: list[float] = []  # lags of the first trials (at START_CAP): the floor
+        self._level: list[float] = []  # lags of trials started at the current cap
         self.samples: list[int] = []  # the cap in each window
-        self.lags: list[float] = []  # the loop's worst lag in each window
+        self.lags: list[float] = []  # the loop's typical lag in each window
+        self.trial_lags: list[float] = []  # every finished trial's client lag
 
     @property
     def floor(self) -> float:
-        """The loop's lag with at most ``START_CAP`` trials in flight (median of recent windows)."""
-        return statistics.median(self._light) if self._light else 0.0
+        """The median client lag of the first trials, run ``START_CAP`` at a time: the machine's."""
+        return statistics.median(self._first) if self._first else 0.0
 
     @property
     def attainable(self) -> bool:
         """False if the machine alone (nearly idle loop) lags more than half the budget."""
         return self.floor <= self.budget / 2
 
+    @property
+    def bound(self) -> float:
+        """The median trial lag the cap keeps to: the budget, or 1.5 x the floor if higher."""
+        return max(self.budget, 1.5 * self.floor)
+
+    def finished(self, lag: float, cap: int) -> None:
+        """A trial started when the cap was ``cap`` ended with client lag ``lag`` (s)."""
+        self.trial_lags.append(lag)
+        if self.fixed is not None:
+            return
+        if len(self._first) < EVIDENCE and cap <= START_CAP:
+            self._first.append(lag)
+        if cap != self.cap:
+            return  # evidence of another level
+        self._level.append(lag)
+        if len(self._level) < EVIDENCE or len(self._first) < EVIDENCE:
+            return
+        if statistics.median(self._level) <= self.bound:
+            grown = self.cap * 2 if self._slow_start else self.cap + max(1, self.cap // 4)
+            self.cap = min(self.limit, MAX_CAP, grown)
+        else:
+            self.cap = max(1, math.floor(self.cap * 2 / 3))
+            self._slow_start = False
+        self._level = []
+
     def observe(self, lag: float, busy: bool, in_flight: int = 0) -> None:
-        """One window passed with worst loop lag ``lag`` (s); ``busy``: the cap was reached;
+        """One window passed with typical loop lag ``lag`` (s); ``busy``: the cap was reached;
         ``in_flight``: the most trials in flight during it."""
         self.lags.append(lag)
-        if in_flight <= START_CAP:
-            self._light.append(lag)
         if self.fixed is None:
-            bad = max(self.budget, 2 * self.floor)
-            good = max(self.budget / 2, 1.25 * self.floor)
-            if lag > bad and (self._over or lag > 4 * bad):
-                # two windows in a row, or one far over: one stray hiccup of a shared
-                # machine is not the kit's load
-                self.cap = max(1, math.floor(self.cap * 2 / 3))
+            brake = max(self.budget, 2 * self.floor)
+            if lag > brake and (self._over or lag > 4 * brake) and in_flight > START_CAP:
+                # saturated: most heartbeats late, two windows in a row or one far over
+                self.cap = max(START_CAP, math.floor(self.cap * 2 / 3))
                 self._slow_start = False
-            elif busy and lag <= good:
-                self.cap = min(self.limit, MAX_CAP, self.cap * 2 if self._slow_start else self.cap + 1)
-            self._over = lag > bad
+                self._level = []
+            self._over = lag > brake
         self.samples.append(self.cap)
 
     @property
@@ -142,6 +172,7 @@ async def run_trials(
 
     async def one(cell: Any, t: int, client: httpx.AsyncClient) -> None:
         tseed = seed_of(cell, t)
+        cap = concurrency.cap
         try:
             trace = await astream(
                 urls[cell.index], policy=cell.policy, client=client, trial=str(tseed), seed=tseed, headers=headers
@@ -152,6 +183,7 @@ async def run_trials(
         finally:
             idle.append(client)
         durations.append(ns_to_s(trace.end_ns - trace.start_ns))
+        concurrency.finished(trace.client_lag_s or 0.0, cap)
         on_record(record(trace, cell, t, tseed))
 
     next_start = 0
