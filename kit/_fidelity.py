@@ -301,10 +301,16 @@ class LagMonitor:
         :meth:`lag_between`, a stall between two stamps (the loop blocked while the call
         was waiting anyway) distorts no figure and is not counted.
         """
+        late = self.stamp_lags(stamps, start_ns, end_ns)
+        return max(late) / 1e9 if late else 0.0
+
+    def stamp_lags(self, stamps: Iterable[int], start_ns: int, end_ns: int) -> list[int]:
+        """How late each of ``stamps`` may have been taken (ns; sorted by stamp), by the rule
+        of :meth:`lag_at` (which is their maximum)."""
         marks = sorted(stamps)
+        late_of = [0] * len(marks)
         if not marks:
-            return 0.0
-        worst = 0
+            return late_of
         reach = self.period_ns  # beats up to one period late are on time (a wake-up costs microseconds)
         after = self.period_ns + self.granularity_ns  # the most the next beat may come after one, on time
         ts, lates = self._ordered()
@@ -318,13 +324,14 @@ class LagMonitor:
                 continue
             until = ts[k + 1] if k + 1 < n and lates[k + 1] > reach else f + after
             began = max(due, start_ns)
-            lo, hi = bisect_left(marks, began), bisect_right(marks, until)
-            if lo < hi:
-                worst = max(worst, marks[hi - 1] - began)
+            for m in range(bisect_left(marks, began), bisect_right(marks, until)):
+                late_of[m] = max(late_of[m], marks[m] - began)
         pending = self.pending_late_ns()  # asked from the loop: a stretch still in progress
-        if pending and marks[-1] >= now_ns() - pending:
-            worst = max(worst, marks[-1] - max(now_ns() - pending, start_ns))
-        return worst / 1e9
+        if pending:
+            began = max(now_ns() - pending, start_ns)
+            for m in range(bisect_left(marks, began), len(marks)):
+                late_of[m] = max(late_of[m], marks[m] - began)
+        return late_of
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

@@ -8,10 +8,10 @@ driver does itself when told to, e.g. with ``server=``):
   trials spread evenly over time instead of starting in synchronized waves whose
   connects and headers queue behind each other on the loop.
 - **Adaptive concurrency.** :class:`Concurrency` steers on the finished trials' own
-  client lag (the budget's measure): the first trials run two at a time and show the
-  machine's floor; the cap then grows while the trials of each level stay within the
-  budget (or 1.5 x a floor that already exceeds it) and shrinks by a third when they do
-  not. The loop's typical lag (the 90th percentile of a heartbeat's lateness,
+  stamps (the budget's measure: at most 1% of them later than the budget): the first
+  trials run two at a time and show the machine's own share; the cap then grows while
+  each level's trials keep within the budget (or twice a machine's share that already
+  exceeds it) and shrinks by a third when they do not. The loop's typical lag (the 90th percentile of a heartbeat's lateness,
   :meth:`kit._fidelity.LagMonitor.typical_lag`) in short windows brakes a saturated
   loop before any trial of a new level has ended. ``settled`` is the cap the run held
   in its second half.
@@ -44,6 +44,8 @@ DEFAULT_BUDGET = _fidelity.DEFAULT_BUDGET.added_s  # s the kit may add to any ti
 WINDOW = 0.1  # s between concurrency decisions
 START_CAP = 2  # trials at once until the first EVIDENCE trials have shown the machine's floor
 EVIDENCE = 6  # finished trials of one level before the cap moves
+WARM = 2  # a loop's first trials, not counted in its floor
+LATE_SHARE = 0.01  # the budget is a p99: at most 1% of stamps later than it
 MAX_CAP = 256  # per event loop; beyond this a 2-core machine is far outside any budget
 MIN_SPACING = 0.001  # s between two trial starts on one loop
 
@@ -57,11 +59,13 @@ class Concurrency:
     Adaptive, it steers on what the budget is about: each finished trial's client lag
     (:meth:`finished`; the most the loop delayed any of its stamps,
     :meth:`kit._fidelity.LagMonitor.lag_at`). The first trials run ``START_CAP`` at a
-    time; their median lag is the ``floor``, the machine's own (a shared machine adds a
-    few ms to some stamps whatever the kit does). Once ``EVIDENCE`` trials started at
-    the current cap have finished, the cap grows (doubling at first, then by a quarter)
-    if their median lag is within :attr:`bound` (the budget, or 1.5 x the floor where
-    the machine alone exceeds it), else shrinks by a third. Growing needs evidence from
+    time; after ``WARM`` trials, theirs are the machine's own figures (``floor``: their
+    median lag; ``floor_share``: the share of their stamps later than the budget; a
+    shared machine delays some stamps whatever the kit does). Once ``EVIDENCE`` trials
+    started at the current cap have finished, the cap grows (doubling at first, then by
+    a quarter) if at most :attr:`bound` of their stamps were later than the budget (1%:
+    the budget is a p99 over timestamps; or twice the machine's own share where that
+    is higher), else (twice in a row, or far over) shrinks by a third. Growing needs evidence from
     the new level, so it never runs ahead of what the trials showed; :meth:`observe`
     adds a fast brake for a loop that is late at most heartbeats (saturated) before any
     trial of the new level has ended. :attr:`attainable` says whether the machine alone
@@ -75,16 +79,22 @@ class Concurrency:
         self.cap = min(fixed if fixed is not None else START_CAP, self.limit)
         self._slow_start = True
         self._over = False  # the last window was over the brake's limit
-        self._first: list[float] = []  # lags of the first trials (at START_CAP): the floor
-        self._level: list[float] = []  # lags of trials started at the current cap
+        self._first: list[tuple[float, float]] = []  # (lag, share) of the first trials (at START_CAP)
+        self._level: list[float] = []  # shares of late stamps of trials started at the current cap
+        self._strike = False  # the last level's verdict was "over"
         self.samples: list[int] = []  # the cap in each window
         self.lags: list[float] = []  # the loop's typical lag in each window
         self.trial_lags: list[float] = []  # every finished trial's client lag
 
     @property
     def floor(self) -> float:
-        """The median client lag of the first trials, run ``START_CAP`` at a time: the machine's."""
-        return statistics.median(self._first) if self._first else 0.0
+        """The median client lag (s) of the first trials, run ``START_CAP`` at a time: the machine's."""
+        return statistics.median(lag for lag, _ in self._first) if self._first else 0.0
+
+    @property
+    def floor_share(self) -> float:
+        """The share of the first trials' stamps later than the budget: the machine's."""
+        return statistics.fmean(share for _, share in self._first) if self._first else 0.0
 
     @property
     def attainable(self) -> bool:
@@ -93,27 +103,40 @@ class Concurrency:
 
     @property
     def bound(self) -> float:
-        """The median trial lag the cap keeps to: the budget, or 1.5 x the floor if higher."""
-        return max(self.budget, 1.5 * self.floor)
+        """The share of stamps over budget the cap keeps to: 1% (the budget is a p99), or
+        twice the machine's own share (plus 0.5%) where that is higher."""
+        return max(LATE_SHARE, 2 * self.floor_share + LATE_SHARE / 2)
 
-    def finished(self, lag: float, cap: int) -> None:
-        """A trial started when the cap was ``cap`` ended with client lag ``lag`` (s)."""
+    def finished(self, lag: float, cap: int, share: float | None = None) -> None:
+        """A trial started when the cap was ``cap`` ended: its client lag ``lag`` (s, its
+        worst stamp) and ``share``, the part of its stamps later than the budget (default:
+        all of them if ``lag`` is over it, else none)."""
         self.trial_lags.append(lag)
         if self.fixed is not None:
             return
-        if len(self._first) < EVIDENCE and cap <= START_CAP:
-            self._first.append(lag)
+        if share is None:
+            share = 1.0 if lag > self.budget else 0.0
+        # the floor: the first trials at START_CAP, after a new loop's first (its one-off costs)
+        if len(self._first) < EVIDENCE and cap <= START_CAP and len(self.trial_lags) > WARM:
+            self._first.append((lag, share))
         if cap != self.cap:
             return  # evidence of another level
-        self._level.append(lag)
+        self._level.append(share)
         if len(self._level) < EVIDENCE or len(self._first) < EVIDENCE:
             return
-        if statistics.median(self._level) <= self.bound:
+        share = statistics.fmean(self._level)
+        if share <= self.bound:
             grown = self.cap * 2 if self._slow_start else self.cap + max(1, self.cap // 4)
             self.cap = min(self.limit, MAX_CAP, grown)
-        else:
+            self._strike = False
+        elif self._strike or share > 2 * self.bound:
+            # over twice in a row, or far over: six trials on a shared machine are a small
+            # sample, and one unlucky level is no reason to give up a third of the rate
             self.cap = max(1, math.floor(self.cap * 2 / 3))
             self._slow_start = False
+            self._strike = False
+        else:
+            self._strike = True
         self._level = []
 
     def observe(self, lag: float, busy: bool, in_flight: int = 0) -> None:
@@ -159,7 +182,7 @@ async def run_trials(
     (or when the task is cancelled) are dropped, not recorded.
     """
     from .._fidelity import LagMonitor
-    from ..client import astream
+    from ..client import _stamps, astream
 
     if warm_url:
         await _warm_up(warm_url)
@@ -183,7 +206,9 @@ async def run_trials(
         finally:
             idle.append(client)
         durations.append(ns_to_s(trace.end_ns - trace.start_ns))
-        concurrency.finished(trace.client_lag_s or 0.0, cap)
+        late = monitor.stamp_lags(_stamps(trace), trace.start_ns, trace.end_ns or trace.start_ns)
+        over = sum(1 for d in late if d > concurrency.budget * 1e9)
+        concurrency.finished(trace.client_lag_s or 0.0, cap, over / len(late) if late else 0.0)
         on_record(record(trace, cell, t, tseed))
 
     next_start = 0
