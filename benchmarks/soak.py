@@ -53,6 +53,8 @@ import numpy as np
 
 import kit
 from kit._child import settle_heap
+from kit.client import connection_in_doubt
+from kit.experiment._scheduler import _client
 from kit.network import (
     Bandwidth,
     Latency,
@@ -189,8 +191,6 @@ def causes_of(causes: dict[str, int], cause: str) -> int:
 def _clients(n: int) -> list[httpx.AsyncClient]:
     # the runner's own single-connection clients: they share one TLS context (building
     # one per client costs ~50 ms of loop each: 200 clients blocked the loop for 5-10 s)
-    from kit.experiment._scheduler import _client
-
     return [_client() for _ in range(n)]
 
 
@@ -212,13 +212,16 @@ async def _storm(
     done = [0]
     t0 = time.perf_counter()
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(slot: int) -> None:
         while True:
             try:
                 i, url, _, policy = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            trace = await kit.astream(url, policy=policy, client=client, trial=str(i))
+            trace = await kit.astream(url, policy=policy, client=clients[slot], trial=str(i))
+            if any(connection_in_doubt(a) for a in trace.attempts):  # as the runner does: its pool may wait on it
+                await clients[slot].aclose()
+                clients[slot] = _client()
             for a in trace.attempts:
                 if isolate:
                     await a.await_server_log()
@@ -236,7 +239,7 @@ async def _storm(
                 print(f"  {done[0]:>6} trials  {rate:6.0f}/s", file=sys.stderr, flush=True)
 
     try:
-        await asyncio.gather(*(worker(c) for c in clients))
+        await asyncio.gather(*(worker(k) for k in range(len(clients))))
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
     return time.perf_counter() - t0

@@ -119,9 +119,10 @@ async def astream(
     setup_ns = now_ns()
     await _warm()
     monitor = LagMonitor.for_running_loop()  # the client's own lag while this call is in flight
-    own_client = client is None
+    owned: list[httpx.AsyncClient] = []  # clients this call made, closed when it ends
     if client is None:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context())
+        client = _new_client()
+        owned.append(client)
     start_ns = now_ns()
     trace = Trace(
         url=redact_url(target),
@@ -148,6 +149,12 @@ async def astream(
             )
             if not decision.retry:
                 break
+            if connection_in_doubt(attempt):
+                # the pool may still count the broken request against its connection and
+                # make the retry wait for it (a "connect" timeout with nothing sent): retry
+                # on a fresh pool, as a sound one would (a new connection after a broken one)
+                client = _new_client()
+                owned.append(client)
             wait = decision.wait
             if policy.total is not None and now_ns() + wait * 1e9 >= trace.start_ns + policy.total * 1e9:
                 break  # the call's deadline would pass while waiting: the client gives up here
@@ -155,9 +162,24 @@ async def astream(
     finally:
         trace.end_ns = now_ns()
         trace.client_lag_s = monitor.lag_at(_stamps(trace), trace.start_ns, trace.end_ns)
-        if own_client:
-            await client.aclose()
+        for c in owned:
+            await c.aclose()
     return trace
+
+
+def connection_in_doubt(attempt: Attempt) -> bool:
+    """Whether ``attempt`` left its connection in a state a pool may mishandle: it was
+    given up mid-way (a timeout, a cancellation) or broke before its body ended (a
+    close, a reset, a cut body). httpcore can leave such a request counted against its
+    connection, so the next request on that pool waits for it (seen in the soak: every
+    later call of the client "timed out connecting" with nothing sent). A complete body
+    (phase ``done``) or an HTTP error status leaves a connection fit to reuse."""
+    o = attempt.outcome
+    return o is None or not (o.phase == "done" or o.cause == "http_status")
+
+
+def _new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(None), trust_env=False, verify=_ssl_context())
 
 
 def _stamps(trace: Trace) -> list[int]:

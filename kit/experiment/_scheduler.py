@@ -182,7 +182,7 @@ async def run_trials(
     (or when the task is cancelled) are dropped, not recorded.
     """
     from .._fidelity import LagMonitor
-    from ..client import _stamps, astream
+    from ..client import _stamps, astream, connection_in_doubt
 
     if warm_url:
         await _warm_up(warm_url)
@@ -190,12 +190,14 @@ async def run_trials(
     queue = deque(plan)
     idle: list[httpx.AsyncClient] = []
     clients: list[httpx.AsyncClient] = []
+    retiring: set[asyncio.Future[None]] = set()  # clients being closed after an interrupted trial
     running: set[asyncio.Task[None]] = set()
     durations: deque[float] = deque(maxlen=32)
 
     async def one(cell: Any, t: int, client: httpx.AsyncClient) -> None:
         tseed = seed_of(cell, t)
         cap = concurrency.cap
+        trace = None
         try:
             trace = await astream(
                 urls[cell.index], policy=cell.policy, client=client, trial=str(tseed), seed=tseed, headers=headers
@@ -204,7 +206,11 @@ async def run_trials(
                 for a in trace.attempts:
                     await a.await_server_log()
         finally:
-            idle.append(client)
+            if trace is not None and not any(connection_in_doubt(a) for a in trace.attempts):
+                idle.append(client)
+            else:  # its pool may wait on the broken request forever (kit.client.connection_in_doubt)
+                clients.remove(client)
+                retiring.add(asyncio.ensure_future(client.aclose()))
         durations.append(ns_to_s(trace.end_ns - trace.start_ns))
         late = monitor.stamp_lags(_stamps(trace), trace.start_ns, trace.end_ns or trace.start_ns)
         over = sum(1 for d in late if d > concurrency.budget * 1e9)
@@ -255,6 +261,8 @@ async def run_trials(
         for c in clients:
             with contextlib.suppress(Exception):
                 await c.aclose()
+        if retiring:
+            await asyncio.gather(*retiring, return_exceptions=True)
 
 
 _WARM: set[str] = set()
