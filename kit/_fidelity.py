@@ -165,8 +165,8 @@ class LagMonitor:
 
     Every ``period`` seconds a timer fires and records ``(t_ns, late)``: when it ran and
     how long after its due time. :meth:`for_running_loop` gives the one monitor of the
-    current loop (started on first use, stopped when the loop closes); a trial asks
-    :meth:`lag_between` for its window. Samples live in a fixed ring (~65 s at the
+    current loop (started on first use, stopped when the loop closes); a call asks
+    :meth:`lag_at` how late its own stamps may be (:meth:`lag_between`: a window's worst). Samples live in a fixed ring (~65 s at the
     default period), so memory stays bounded however long the loop runs. Cost: one
     timer callback per period; on an idle loop each beat is a wake-up of its own (about
     20 us measured on a loaded 2-vCPU machine: ~5% of a core), on a busy loop it rides

@@ -23,7 +23,7 @@ def finish_level(c: Concurrency, lag_of_cap, share=None) -> None:
     cap = c.cap
     for _ in range(EVIDENCE):
         c.finished(lag_of_cap(cap), cap, None if share is None else share())
-        c.observe(0.0, busy=True, in_flight=cap)
+        c.observe(0.0, in_flight=cap)
 
 
 def test_adaptive_concurrency_ramps_up_while_the_trials_keep_the_budget():
@@ -81,14 +81,14 @@ def test_a_saturated_loop_brakes_before_its_trials_end():
     for _ in range(5):
         finish_level(c, lambda cap: 0.0003)
     high = c.cap
-    c.observe(0.05, busy=True, in_flight=high)  # most heartbeats 50 ms late: far over
+    c.observe(0.05, in_flight=high)  # most heartbeats 50 ms late: far over
     assert c.cap < high
 
 
 def test_a_fixed_concurrency_stays_fixed():
     c = Concurrency(7, budget=BUDGET)
     for lag in (0.0, 0.1, 0.0, 0.1):
-        c.observe(lag, busy=True, in_flight=7)
+        c.observe(lag, in_flight=7)
         c.finished(lag, 7)
     assert c.cap == c.settled == 7
 

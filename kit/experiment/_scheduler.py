@@ -139,9 +139,9 @@ class Concurrency:
             self._strike = True
         self._level = []
 
-    def observe(self, lag: float, busy: bool, in_flight: int = 0) -> None:
-        """One window passed with typical loop lag ``lag`` (s); ``busy``: the cap was reached;
-        ``in_flight``: the most trials in flight during it."""
+    def observe(self, lag: float, in_flight: int = 0) -> None:
+        """One window passed with typical loop lag ``lag`` (s) and at most ``in_flight``
+        trials in flight."""
         self.lags.append(lag)
         if self.fixed is None:
             brake = max(self.budget, 2 * self.floor)
@@ -219,7 +219,6 @@ async def run_trials(
 
     next_start = 0
     window_start = now_ns()
-    busy = False
     peak = 0
     try:
         while queue or running:
@@ -237,13 +236,12 @@ async def run_trials(
                 typical = statistics.median(durations) if durations else 0.0
                 next_start = t + int(max(MIN_SPACING, typical / max(concurrency.cap, 1)) * 1e9)
                 t = now_ns()
-            busy = busy or len(running) >= concurrency.cap
             peak = max(peak, len(running))
             if t - window_start >= WINDOW * 1e9:
-                concurrency.observe(monitor.typical_lag(window_start, t), busy, peak)
+                concurrency.observe(monitor.typical_lag(window_start, t), peak)
                 if on_window is not None:
                     on_window(concurrency)
-                window_start, busy, peak = t, len(running) >= concurrency.cap, len(running)
+                window_start, peak = t, len(running)
             wake = ns_to_s(min(next_start - t, WINDOW * 1e9)) if queue and len(running) < concurrency.cap else WINDOW
             if running:
                 done, _ = await asyncio.wait(running, timeout=max(wake, 0.0005), return_when=asyncio.FIRST_COMPLETED)
