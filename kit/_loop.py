@@ -99,6 +99,18 @@ class LoopThread:
         """Run a coroutine on the loop and wait for its result."""
         return self.submit(coro).result(timeout)
 
+    def start_serving(self, bind: Coroutine[Any, Any, Any], where: str) -> None:
+        """Start the loop and run ``bind`` (which opens a listening socket) on it; if the
+        socket cannot be bound, stop again and raise a ServerError naming ``where``."""
+        from ._errors import ServerError
+
+        self.start()
+        try:
+            self.call(bind)
+        except OSError as exc:
+            self.stop()
+            raise ServerError(f"cannot bind {where}: {exc.strerror or exc}") from None
+
     def stop(self) -> None:
         if self._thread is None or self.loop is None:
             return

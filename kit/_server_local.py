@@ -27,7 +27,6 @@ from urllib.parse import unquote
 import h11
 
 from ._clock import now_ns, ns_to_s
-from ._errors import ServerError
 from ._loop import LoopThread
 from ._redact import redact_text
 from ._safejson import loads as safe_json
@@ -77,12 +76,7 @@ class LocalMode:
     # -- the mode's interface (kit.server.ServerMode) ----------------------------
 
     def start(self) -> None:
-        self._thread.start()
-        try:
-            self._thread.call(self._astart())
-        except OSError as exc:
-            self._thread.stop()
-            raise ServerError(f"cannot bind {self.host}:{self._port}: {exc.strerror or exc}") from None
+        self._thread.start_serving(self._astart(), f"{self.host}:{self._port}")
 
     async def _astart(self) -> None:
         self._server = await asyncio.start_server(

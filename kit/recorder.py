@@ -161,12 +161,7 @@ class Recorder:
         if self._server is not None:
             return self
         replace_previous(self)  # a rerun notebook cell stops the recorder its last run started
-        self._thread.start()
-        try:
-            self._thread.call(self._astart())
-        except OSError as exc:
-            self._thread.stop()
-            raise ServerError(f"cannot bind {self.host}:{self._port}: {exc.strerror or exc}") from None
+        self._thread.start_serving(self._astart(), f"{self.host}:{self._port}")
         return self
 
     async def _astart(self) -> None:
